@@ -1,0 +1,562 @@
+"""Face pictures in, NumPy batches out.
+
+Lists and reads face photographs, centre-crops and resizes them the way the
+DCGAN face tutorials did, hands out shuffled batches and z vectors from the
+run's seed, writes image grids, and paints the synthetic demo data set that a
+fresh clone trains on.
+
+This file knows nothing about TensorFlow, so the loader is usable (and
+testable) without building a graph.
+
+    python generate_face.py --make_demo_data data/demo_faces --num 2000
+    python generate_face.py --preview crops.png --data_root ~/celeba/img_align_celeba
+"""
+
+import argparse
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+# Pillow widens the bicubic kernel when it shrinks an image, so this is an
+# anti-aliased downscale (unlike the nearest-neighbour scipy.misc default the
+# old tutorials inherited). Changing it changes every pixel the model sees.
+RESAMPLE = Image.Resampling.BICUBIC
+
+# Independent random streams derived from one run seed: numpy's SeedSequence
+# turns [seed, stream, index] into unrelated generators, so the data order of
+# epoch 7 or the z of step 1234 can be recomputed without replaying the run.
+STREAM_SHUFFLE = 0
+STREAM_TRAIN_Z = 1
+STREAM_SAMPLE_Z = 2
+
+# CelebA's img_align_celeba format, which the demo data imitates.
+CELEBA_WIDTH = 178
+CELEBA_HEIGHT = 218
+
+
+class BadImageError(ValueError):
+    """A file that cannot be used as a training face (the message says why)."""
+
+
+def list_image_files(data_root):
+    """All image files under `data_root`, recursively, in a stable order.
+
+    Args:
+      data_root: folder to search; symbolic links to folders are not
+        followed, so a link loop cannot hang the listing.
+
+    Returns:
+      list of str paths with extension .jpg, .jpeg or .png (any case),
+      sorted by path relative to `data_root`.
+
+    Raises:
+      FileNotFoundError: the folder does not exist or holds no such file.
+    """
+    root = Path(data_root)
+    looked_for = ", ".join("*" + ext for ext in IMAGE_EXTENSIONS)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data folder {root} does not exist; pass --data_root with a folder "
+            f"of face images ({looked_for}), or make the demo data with "
+            f"`python generate_face.py --make_demo_data {root}`")
+    found = []
+    for folder, subfolders, names in os.walk(root, followlinks=False):
+        subfolders.sort()
+        for name in names:
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(os.path.join(folder, name))
+    if not found:
+        raise FileNotFoundError(
+            f"no images in {root} (looked for {looked_for}, any case, in all "
+            f"subfolders); pass --data_root with a folder of face images")
+    found.sort(key=lambda path: os.path.relpath(path, root))
+    return found
+
+
+def crop_box(width, height, crop_h, crop_w):
+    """The centre-crop window (left, top, right, bottom) for an image size.
+
+    The offsets are floor((size - crop) / 2): for CelebA's 178 x 218 and the
+    default 108 x 108 crop that is left 35, top 55.
+    """
+    left = (width - crop_w) // 2
+    top = (height - crop_h) // 2
+    return (left, top, left + crop_w, top + crop_h)
+
+
+def preprocess_image(image, crop_h=108, crop_w=108, resize_h=64, resize_w=64,
+                     is_crop=True):
+    """Centre-crop, resize and convert one PIL image to RGB uint8.
+
+    Args:
+      image: a PIL image of any mode (grayscale, palette, RGBA, CMYK, ...).
+      crop_h, crop_w: centre-crop size in source pixels (used if is_crop).
+      resize_h, resize_w: output size in pixels.
+      is_crop: crop before resizing; False resizes the whole picture.
+
+    Returns:
+      uint8 array [resize_h, resize_w, 3].
+
+    Raises:
+      BadImageError: the image is smaller than the crop.
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    width, height = image.size
+    if is_crop:
+        if width < crop_w or height < crop_h:
+            raise BadImageError(
+                f"{width}x{height} pixels is smaller than the "
+                f"{crop_w}x{crop_h} crop")
+        box = crop_box(width, height, crop_h, crop_w)
+    else:
+        box = (0, 0, width, height)
+    # Cropping through `box` lets Pillow resample straight from the source
+    # window, without an intermediate cropped copy.
+    resized = image.resize((resize_w, resize_h), RESAMPLE, box=box)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def load_face(path, crop_h=108, crop_w=108, resize_h=64, resize_w=64,
+              is_crop=True):
+    """Read one file and preprocess it (see `preprocess_image`).
+
+    Raises:
+      BadImageError: the file is unreadable, not an image, corrupt,
+        truncated, or smaller than the crop.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now, so a truncated file fails here
+            return preprocess_image(image, crop_h, crop_w, resize_h, resize_w,
+                                    is_crop)
+    except BadImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as error:
+        # Pillow reports bad files through this whole family (OSError for
+        # truncated or unidentified data, SyntaxError and ValueError from
+        # some format parsers).
+        raise BadImageError(f"cannot decode: {error}") from error
+
+
+def load_faces(paths, crop_h=108, crop_w=108, resize_h=64, resize_w=64,
+               is_crop=True, log=print):
+    """Decode and preprocess every file once; skip and report bad ones.
+
+    Args:
+      paths: image files, e.g. from `list_image_files`.
+      log: where progress and the skip report go (a print-like function).
+
+    Returns:
+      (images, kept, skipped): images is uint8 [N, resize_h, resize_w, 3] for
+      the N usable files in `kept` (same order as `paths`); skipped is a list
+      of (path, reason) for the files left out.
+    """
+    images = np.empty((len(paths), resize_h, resize_w, 3), np.uint8)
+    kept, skipped = [], []
+    started = last_report = time.monotonic()
+    with warnings.catch_warnings():
+        # Pillow warns (rather than fails) on large or odd files; a warning
+        # would otherwise print once per file and hide the summary.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for i, path in enumerate(paths):
+            try:
+                images[len(kept)] = load_face(path, crop_h, crop_w, resize_h,
+                                              resize_w, is_crop)
+                kept.append(path)
+            except BadImageError as error:
+                skipped.append((path, str(error)))
+            now = time.monotonic()
+            if now - last_report > 5 and i + 1 < len(paths):
+                rate = (i + 1) / (now - started)
+                log(f"  preprocessed {i + 1}/{len(paths)} images "
+                    f"({rate:.0f}/s, {(len(paths) - i - 1) / rate:.0f}s left)")
+                last_report = now
+    if skipped:
+        log(f"warning: skipped {len(skipped)} of {len(paths)} files that are "
+            f"not usable faces:")
+        for path, reason in skipped[:20]:
+            log(f"  {path}: {reason}")
+        if len(skipped) > 20:
+            log(f"  ... and {len(skipped) - 20} more")
+    return images[:len(kept)], kept, skipped
+
+
+def to_unit_range(images):
+    """uint8 pixels [0, 255] -> float32 in [-1, 1] (pixel / 127.5 - 1)."""
+    return images.astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images):
+    """float images in [-1, 1] -> uint8, rounded and clipped."""
+    return np.clip(np.rint((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def run_rng(seed, stream, index=0):
+    """The numpy Generator for one random stream of a run (see STREAM_*)."""
+    return np.random.default_rng([seed, stream, index])
+
+
+def sample_z(rng, num, z_dim):
+    """z vectors: float32 [num, z_dim], uniform in [-1, 1)."""
+    return rng.uniform(-1.0, 1.0, size=(num, z_dim)).astype(np.float32)
+
+
+def train_z(seed, step, batch_size, z_dim):
+    """The z batch of training step `step`, the same whenever it is asked for."""
+    return sample_z(run_rng(seed, STREAM_TRAIN_Z, step), batch_size, z_dim)
+
+
+def fixed_sample_z(seed, num, z_dim):
+    """The z batch behind a run's sample grids (fixed for the whole run)."""
+    return sample_z(run_rng(seed, STREAM_SAMPLE_Z), num, z_dim)
+
+
+class BatchStream:
+    """An endless stream of image batches, epoch after epoch.
+
+    Epoch e visits every image exactly once, in the order of a permutation
+    seeded by (seed, e). Batches run straight across epoch boundaries, so
+    every batch is full and no image is dropped. The position in the stream
+    is a function of the number of batches drawn, so a run resumed at step s
+    continues the data order exactly with `start_batch=s`.
+    """
+
+    def __init__(self, images, batch_size, seed, start_batch=0):
+        """
+        Args:
+          images: array [N, H, W, C]; N must be at least batch_size.
+          batch_size: images per batch.
+          seed: the run seed.
+          start_batch: how many batches the run has already consumed.
+        """
+        if len(images) < batch_size:
+            raise ValueError(
+                f"only {len(images)} usable images, fewer than one batch of "
+                f"{batch_size}; add images or lower --batch_size")
+        self.images = images
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch, self.index = divmod(start_batch * batch_size, len(images))
+        self._order = self._permutation(self.epoch)
+
+    def _permutation(self, epoch):
+        return run_rng(self.seed, STREAM_SHUFFLE, epoch).permutation(len(self.images))
+
+    def next_indices(self):
+        """Indices (into `images`) of the next batch; advances the stream."""
+        parts, needed = [], self.batch_size
+        while needed:
+            take = self._order[self.index:self.index + needed]
+            parts.append(take)
+            needed -= len(take)
+            self.index += len(take)
+            if self.index == len(self.images):
+                self.epoch += 1
+                self.index = 0
+                self._order = self._permutation(self.epoch)
+        return np.concatenate(parts)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.images[self.next_indices()]
+
+
+def grid_shape(num):
+    """(rows, columns) of the grid for `num` images: rows = floor(sqrt(num))."""
+    rows = max(1, math.isqrt(num))
+    return rows, math.ceil(num / rows)
+
+
+def image_grid(images):
+    """Tile images [N, H, W, C] in [-1, 1] into one uint8 picture.
+
+    Returns uint8 [rows * H, cols * W, C]; cells past N stay black.
+    """
+    images = to_uint8(images)
+    num, height, width, channels = images.shape
+    rows, cols = grid_shape(num)
+    grid = np.zeros((rows * height, cols * width, channels), np.uint8)
+    for i in range(num):
+        row, col = divmod(i, cols)
+        grid[row * height:(row + 1) * height, col * width:(col + 1) * width] = images[i]
+    return grid
+
+
+def atomic_save_image(pixels, path, **save_options):
+    """Write a uint8 array as an image file, replacing `path` atomically.
+
+    The picture goes to a temporary name in the same folder first, so an
+    interrupted write never leaves a half-written file under `path`.
+    """
+    path = Path(path)
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    image = Image.fromarray(pixels)
+    image.save(temporary, format=Image.registered_extensions()[path.suffix.lower()],
+               **save_options)
+    os.replace(temporary, path)
+    return path
+
+
+def save_grid(images, path):
+    """Save images [N, H, W, 3] in [-1, 1] as one grid PNG (see `image_grid`)."""
+    return atomic_save_image(image_grid(images), path)
+
+
+# --------------------------------------------------------------------------
+# Demo data: synthetic faces in CelebA's aligned format.
+# --------------------------------------------------------------------------
+
+# Palettes the painter draws from. Skin tones run from very light to very
+# dark; hair colours cover black, browns, blond, red and grey.
+SKIN_TONES = [(255, 224, 196), (241, 194, 160), (224, 172, 130), (198, 134, 96),
+              (161, 102, 70), (120, 75, 50), (88, 56, 38)]
+HAIR_COLOURS = [(20, 17, 15), (45, 30, 22), (85, 55, 35), (130, 90, 55),
+                (190, 150, 90), (225, 200, 140), (150, 60, 30), (160, 160, 160)]
+EYE_COLOURS = [(60, 40, 25), (95, 65, 35), (60, 100, 150), (70, 120, 80),
+               (40, 40, 40)]
+
+SUPERSAMPLE = 2  # faces are painted at twice the size, then shrunk: smooth edges
+
+
+def _jitter(colour, rng, amount):
+    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255))
+                 for c in colour)
+
+
+def _shade(colour, factor):
+    return tuple(int(np.clip(c * factor, 0, 255)) for c in colour)
+
+
+def _background(rng, width, height):
+    """A vertical two-colour gradient, like a studio or outdoor backdrop."""
+    # Mixed towards grey: photo backdrops are rarely fully saturated.
+    grey = rng.uniform(60, 200)
+    top = 0.55 * rng.integers(0, 256, 3) + 0.45 * grey
+    bottom = np.clip(top + rng.integers(-70, 71, 3), 0, 255)
+    t = np.linspace(0.0, 1.0, height)[:, None, None]
+    gradient = (1 - t) * top + t * bottom
+    pixels = np.broadcast_to(gradient, (height, width, 3)).astype(np.uint8)
+    return Image.fromarray(pixels).convert("RGBA")
+
+
+def _paint_person(rng, width, height):
+    """Paint hair, head, features and shoulders on a transparent layer.
+
+    Coordinates are in the CelebA aligned frame (178 x 218), scaled by
+    SUPERSAMPLE: the eyes sit near y 112, the face fills the centre crop.
+    """
+    s = SUPERSAMPLE
+    layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+
+    def box(cx, cy, rx, ry):
+        return [s * (cx - rx), s * (cy - ry), s * (cx + rx), s * (cy + ry)]
+
+    skin = _jitter(SKIN_TONES[rng.integers(len(SKIN_TONES))], rng, 12)
+    hair = _jitter(HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))], rng, 10)
+    clothes = tuple(int(c) for c in rng.integers(0, 256, 3))
+    cx = 89.0
+    face_cy = 122.0 + rng.uniform(-3, 3)
+    face_rx = rng.uniform(33, 42)
+    face_ry = rng.uniform(45, 54)
+    hair_style = rng.choice(["short", "long", "bob", "bald", "bangs"],
+                            p=[0.3, 0.3, 0.2, 0.05, 0.15])
+
+    # Shoulders and neck first: everything else overlaps them.
+    shoulder_y = face_cy + face_ry + 35
+    draw.ellipse(box(cx, shoulder_y + 40, rng.uniform(70, 90), 55), fill=clothes)
+    neck_w = face_rx * 0.55
+    draw.rectangle([s * (cx - neck_w), s * (face_cy + face_ry * 0.6),
+                    s * (cx + neck_w), s * (shoulder_y - 5)], fill=_shade(skin, 0.85))
+    if hair_style in ("long", "bob"):
+        depth = face_ry * (1.35 if hair_style == "long" else 0.75)
+        draw.rounded_rectangle(
+            [s * (cx - face_rx - 10), s * (face_cy - face_ry - 8),
+             s * (cx + face_rx + 10), s * (face_cy + depth)],
+            radius=s * 25, fill=hair)
+
+    # Ears, then the head.
+    for side in (-1, 1):
+        draw.ellipse(box(cx + side * face_rx * 0.97, face_cy - 2, 6, 10),
+                     fill=_shade(skin, 0.92))
+    draw.ellipse(box(cx, face_cy, face_rx, face_ry), fill=skin)
+
+    # Hair on top of the head.
+    brow_room = 14  # pixels kept free of hair above the eyes
+    if hair_style != "bald":
+        top = face_cy - face_ry
+        cap_depth = rng.uniform(14, 26)
+        draw.chord(box(cx, top + cap_depth, face_rx + 4, cap_depth + 8),
+                   180, 360, fill=hair)
+        if hair_style == "bangs":
+            # A fringe that stops above the brows.
+            fringe_depth = (face_ry * 0.8 - brow_room - cap_depth) / 2
+            draw.chord(box(cx, top + cap_depth + 4, face_rx * 0.85, fringe_depth),
+                       0, 180, fill=hair)
+
+    # Eyes and brows, placed symmetrically around the face's centre line.
+    eye_y = face_cy - face_ry * 0.2
+    eye_dx = face_rx * rng.uniform(0.42, 0.5)
+    eye_rx, eye_ry = rng.uniform(6, 8.5), rng.uniform(3, 4.5)
+    iris = _jitter(EYE_COLOURS[rng.integers(len(EYE_COLOURS))], rng, 10)
+    gaze = rng.uniform(-1.5, 1.5)
+    brow_lift = rng.uniform(7, 11)
+    brow_colour = _shade(hair, 0.8) if hair_style != "bald" else _shade(skin, 0.5)
+    for side in (-1, 1):
+        ex = cx + side * eye_dx
+        draw.ellipse(box(ex, eye_y, eye_rx, eye_ry), fill=(245, 245, 240))
+        draw.ellipse(box(ex + gaze, eye_y, eye_ry * 0.9, eye_ry * 0.9), fill=iris)
+        draw.ellipse(box(ex + gaze, eye_y, eye_ry * 0.4, eye_ry * 0.4), fill=(10, 10, 10))
+        draw.line([s * (ex - eye_rx), s * (eye_y - brow_lift + side * 0.0),
+                   s * (ex + eye_rx), s * (eye_y - brow_lift - 1.5)],
+                  fill=brow_colour, width=int(s * rng.uniform(2, 3.5)))
+    if rng.random() < 0.12:  # glasses
+        frame = tuple(int(c) for c in rng.integers(0, 80, 3))
+        for side in (-1, 1):
+            draw.ellipse(box(cx + side * eye_dx, eye_y, eye_rx + 4, eye_ry + 5),
+                         outline=frame, width=2 * s)
+        draw.line([s * (cx - eye_dx + eye_rx + 4), s * eye_y,
+                   s * (cx + eye_dx - eye_rx - 4), s * eye_y], fill=frame, width=2 * s)
+
+    # Nose: a shadowed ridge and nostrils.
+    nose_y = face_cy + face_ry * 0.15
+    nose_colour = _shade(skin, 0.78)
+    draw.line([s * (cx + 1), s * (eye_y + 4), s * (cx + 3), s * nose_y],
+              fill=nose_colour, width=s * 2)
+    for side in (-1, 1):
+        draw.ellipse(box(cx + side * 4, nose_y + 1, 2.2, 1.5), fill=_shade(skin, 0.6))
+
+    # Mouth: a smile, a neutral line or an open mouth.
+    mouth_y = face_cy + face_ry * rng.uniform(0.42, 0.5)
+    mouth_w = face_rx * rng.uniform(0.35, 0.5)
+    lips = _shade(_jitter((180, 80, 80), rng, 20), rng.uniform(0.8, 1.05))
+    expression = rng.choice(["smile", "neutral", "open"], p=[0.5, 0.3, 0.2])
+    if expression == "smile":
+        draw.chord(box(cx, mouth_y - 3, mouth_w, 7), 0, 180, fill=lips)
+        draw.chord(box(cx, mouth_y - 3, mouth_w * 0.8, 4), 0, 180, fill=(250, 250, 245))
+    elif expression == "open":
+        draw.ellipse(box(cx, mouth_y, mouth_w * 0.6, 5), fill=lips)
+        draw.ellipse(box(cx, mouth_y, mouth_w * 0.4, 3), fill=(60, 20, 20))
+    else:
+        draw.line([s * (cx - mouth_w), s * mouth_y, s * (cx + mouth_w), s * mouth_y],
+                  fill=lips, width=int(s * 2.5))
+    return layer
+
+
+def draw_demo_face(rng):
+    """One synthetic face photo in CelebA's aligned format.
+
+    Args:
+      rng: numpy Generator; the same generator state gives the same face.
+
+    Returns:
+      a PIL RGB image, 178 wide x 218 high.
+    """
+    s = SUPERSAMPLE
+    width, height = CELEBA_WIDTH * s, CELEBA_HEIGHT * s
+    canvas = _background(rng, width, height)
+    person = _paint_person(rng, width, height)
+    # Pose jitter: a small rotation, scale and shift about the face centre.
+    angle = np.deg2rad(rng.uniform(-7, 7))
+    scale = rng.uniform(0.92, 1.08)
+    shift_x, shift_y = rng.uniform(-4, 4, 2) * s
+    cx, cy = width / 2, 122 * s
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    # Image.transform maps output to input pixels: the inverse transform.
+    matrix = (cos, sin, cx - cos * (cx + shift_x) - sin * (cy + shift_y),
+              -sin, cos, cy + sin * (cx + shift_x) - cos * (cy + shift_y))
+    person = person.transform(canvas.size, Image.Transform.AFFINE, matrix,
+                              resample=Image.Resampling.BILINEAR)
+    canvas.alpha_composite(person)
+    face = canvas.convert("RGB").resize((CELEBA_WIDTH, CELEBA_HEIGHT),
+                                        Image.Resampling.LANCZOS)
+    # A little blur and sensor noise so the pictures are not flat cartoons.
+    face = face.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
+    noisy = np.asarray(face, np.float32) + rng.normal(0, 3, (CELEBA_HEIGHT, CELEBA_WIDTH, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def make_demo_data(out_dir, num=2000, seed=0, log=print):
+    """Write `num` synthetic faces as JPEGs (000000.jpg, ...) into `out_dir`.
+
+    Face i depends only on (seed, i), so the set is the same on every
+    machine, and a partly written folder is completed rather than redone.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    for i in range(num):
+        path = out_dir / f"{i:06d}.jpg"
+        if path.exists():
+            continue
+        face = draw_demo_face(np.random.default_rng([seed, i]))
+        atomic_save_image(np.asarray(face), path, quality=92)
+        if (i + 1) % 500 == 0:
+            log(f"  drew {i + 1}/{num} faces ({time.monotonic() - started:.0f}s)")
+    log(f"demo data: {num} faces in {out_dir}")
+    return out_dir
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--make_demo_data", metavar="DIR",
+                        help="draw synthetic CelebA-format faces into DIR")
+    action.add_argument("--preview", metavar="OUT.png",
+                        help="write a grid of preprocessed faces from --data_root")
+    parser.add_argument("--num", type=int, default=2000,
+                        help="faces to draw (--make_demo_data) or show (--preview)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the demo faces")
+    parser.add_argument("--data_root", default="data/demo_faces",
+                        help="folder of face images for --preview")
+    parser.add_argument("--crop_h", type=int, default=108, help="centre-crop height")
+    parser.add_argument("--crop_w", type=int, default=108, help="centre-crop width")
+    parser.add_argument("--is_crop", type=parse_bool, default=True,
+                        help="centre-crop before resizing (true/false)")
+    parser.add_argument("--resize_h", type=int, default=64, help="output height")
+    parser.add_argument("--resize_w", type=int, default=64, help="output width")
+    args = parser.parse_args(argv)
+    if args.num < 1:
+        parser.error(f"--num must be at least 1, got {args.num}")
+    if args.make_demo_data:
+        make_demo_data(args.make_demo_data, args.num, args.seed)
+        return 0
+    try:
+        files = list_image_files(args.data_root)[:args.num]
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    images, kept, _ = load_faces(files, args.crop_h, args.crop_w, args.resize_h,
+                                 args.resize_w, args.is_crop)
+    save_grid(to_unit_range(images), args.preview)
+    print(f"wrote {args.preview}: {len(kept)} preprocessed faces from {args.data_root}")
+    return 0
+
+
+def parse_bool(text):
+    """argparse type for true/false flags (true, false, 1, 0, yes, no)."""
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "y", "on"):
+        return True
+    if value in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
