@@ -1,0 +1,378 @@
+"""The DCGAN graph: generator, discriminator, batch norm, losses, Adam ops.
+
+Graph code only: no file reading, no Session, no printing, so it can be
+built in tests, in training and in prediction alike. Written against
+`tf.compat.v1` with raw `tf.nn` ops, because `tf.contrib` and
+`tf.compat.v1.layers` no longer exist on TensorFlow 2.21.
+"""
+
+import dataclasses
+import json
+import math
+
+import tensorflow as tf
+
+tf1 = tf.compat.v1
+
+
+def _knob(default, help):
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+    """Every hyperparameter of a run, with the classic DCGAN face defaults.
+
+    The training flags are generated from these fields, and a run writes
+    them to `hparams.json` next to its checkpoints so that resuming and
+    prediction rebuild exactly the same graph.
+    """
+    # Data preprocessing (applied to every source image).
+    crop_h: int = _knob(108, "centre-crop height in source pixels, before resizing")
+    crop_w: int = _knob(108, "centre-crop width in source pixels, before resizing")
+    is_crop: bool = _knob(True, "centre-crop before resizing (false: resize the whole image)")
+    # Architecture.
+    output_h: int = _knob(64, "height of generated and training images in pixels (multiple of 16)")
+    output_w: int = _knob(64, "width of generated and training images in pixels (multiple of 16)")
+    z_dim: int = _knob(100, "length of the latent vector z")
+    gf_dim: int = _knob(64, "generator filters in its last hidden layer (x2, x4, x8 towards z)")
+    df_dim: int = _knob(64, "discriminator filters in its first layer (x2, x4, x8 deeper)")
+    init_stddev: float = _knob(0.02, "standard deviation of the initial weights")
+    bn_epsilon: float = _knob(1e-5, "batch-norm variance epsilon")
+    bn_momentum: float = _knob(0.9, "batch-norm moving-average momentum")
+    lrelu_slope: float = _knob(0.2, "leaky ReLU slope of the discriminator")
+    # Optimisation.
+    batch_size: int = _knob(64, "images per training step")
+    learning_rate: float = _knob(2e-4, "Adam learning rate of both networks")
+    beta1: float = _knob(0.5, "Adam beta1 (momentum) of both networks")
+    seed: int = _knob(0, "seed of weights, data order and z")
+
+    # Fields that decide variable shapes: a checkpoint only fits a graph
+    # built with the same values.
+    ARCHITECTURE = ("output_h", "output_w", "z_dim", "gf_dim", "df_dim")
+
+    def problems(self):
+        """Human-readable reasons these values cannot train (empty if fine)."""
+        found = []
+        for name in ("output_h", "output_w"):
+            value = getattr(self, name)
+            if value < 16 or value % 16:
+                found.append(f"--{name} must be a positive multiple of 16 (the "
+                             f"generator doubles 4x4 four times), got {value}")
+        for name in ("crop_h", "crop_w", "z_dim", "gf_dim", "df_dim", "batch_size"):
+            if getattr(self, name) < 1:
+                found.append(f"--{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("init_stddev", "bn_epsilon", "learning_rate"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                found.append(f"--{name} must be a positive number, got {value}")
+        for name in ("bn_momentum", "beta1"):
+            if not 0 <= getattr(self, name) < 1:
+                found.append(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.lrelu_slope < 1:
+            found.append(f"--lrelu_slope must be in [0, 1), got {self.lrelu_slope}")
+        if self.seed < 0:
+            found.append(f"--seed must be 0 or more, got {self.seed}")
+        return found
+
+    def validate(self):
+        """Raise ValueError listing every bad value."""
+        found = self.problems()
+        if found:
+            raise ValueError("; ".join(found))
+        return self
+
+    def architecture_differences(self, other):
+        """[(field, self value, other value)] for architecture fields that differ."""
+        return [(name, getattr(self, name), getattr(other, name))
+                for name in self.ARCHITECTURE
+                if getattr(self, name) != getattr(other, name)]
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values, source="hparams"):
+        """Build from a dict, refusing unknown keys and wrongly typed values.
+
+        Args:
+          values: field name -> value; missing fields take the defaults.
+          source: what to name in error messages (e.g. a file path).
+        """
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: expected a JSON object of hyperparameters")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"{source}: unknown hyperparameter(s) {', '.join(unknown)}")
+        checked = {}
+        for name, value in values.items():
+            kind = fields[name].type
+            # JSON has one number type: accept 2 for a float, refuse 2.5 for an int.
+            ok = (isinstance(value, bool) if kind is bool else
+                  isinstance(value, int) and not isinstance(value, bool) if kind is int else
+                  isinstance(value, (int, float)) and not isinstance(value, bool))
+            if not ok:
+                raise ValueError(f"{source}: {name} should be {kind.__name__}, "
+                                 f"got {value!r}")
+            checked[name] = kind(value)
+        return cls(**checked).validate()
+
+    @classmethod
+    def load(cls, path):
+        """Read a run's `hparams.json` (see `save`)."""
+        try:
+            with open(path) as handle:
+                values = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error})") from error
+        return cls.from_dict(values, source=str(path))
+
+
+# ---------------------------------------------------------------------------
+# Layers. Each creates its variables with get_variable under the current
+# variable scope, so calling a network a second time (AUTO_REUSE) shares them.
+# ---------------------------------------------------------------------------
+
+def _weights(name, shape, stddev, truncated):
+    init = (tf1.truncated_normal_initializer(stddev=stddev) if truncated
+            else tf1.random_normal_initializer(stddev=stddev))
+    return tf1.get_variable(name, shape, tf.float32, init)
+
+
+def _bias(shape):
+    return tf1.get_variable("b", shape, tf.float32, tf1.zeros_initializer())
+
+
+def linear(x, units, stddev, name):
+    """Dense layer: x [N, in] -> [N, units]."""
+    with tf1.variable_scope(name):
+        w = _weights("w", [x.shape[-1], units], stddev, truncated=False)
+        return tf.matmul(x, w) + _bias([units])
+
+
+def conv2d(x, filters, stddev, name):
+    """5x5 convolution with stride 2: [N, H, W, C] -> [N, H/2, W/2, filters]."""
+    with tf1.variable_scope(name):
+        w = _weights("w", [5, 5, x.shape[-1], filters], stddev, truncated=True)
+        y = tf.nn.conv2d(x, w, strides=[1, 2, 2, 1], padding="SAME")
+        return tf.nn.bias_add(y, _bias([filters]))
+
+
+def deconv2d(x, filters, stddev, name):
+    """5x5 transposed convolution, stride 2: [N, H, W, C] -> [N, 2H, 2W, filters].
+
+    The output shape takes the batch size from the tensor at run time, so
+    the same graph serves any batch size.
+    """
+    with tf1.variable_scope(name):
+        height, width = 2 * x.shape[1], 2 * x.shape[2]
+        w = _weights("w", [5, 5, filters, x.shape[-1]], stddev, truncated=True)
+        out_shape = tf.stack([tf.shape(x)[0], height, width, filters])
+        y = tf.nn.conv2d_transpose(x, w, out_shape, strides=[1, 2, 2, 1], padding="SAME")
+        y.set_shape([None, height, width, filters])
+        return tf.nn.bias_add(y, _bias([filters]))
+
+
+def batch_norm(x, name, is_training, epsilon, momentum, updates=None):
+    """Batch normalisation of an NHWC tensor from raw ops.
+
+    Training normalises with the batch's statistics and, when `updates` is a
+    list, appends the ops that move the moving averages towards them; the
+    caller runs those with its own network's train op. Inference normalises
+    with the moving averages.
+
+    Variables: gamma, beta (trainable); moving_mean, moving_variance (not).
+    """
+    channels = x.shape[-1]
+    with tf1.variable_scope(name):
+        gamma = tf1.get_variable("gamma", [channels], tf.float32, tf1.ones_initializer())
+        beta = tf1.get_variable("beta", [channels], tf.float32, tf1.zeros_initializer())
+        moving_mean = tf1.get_variable("moving_mean", [channels], tf.float32,
+                                       tf1.zeros_initializer(), trainable=False)
+        moving_variance = tf1.get_variable("moving_variance", [channels], tf.float32,
+                                           tf1.ones_initializer(), trainable=False)
+        if not is_training:
+            y, _, _ = tf1.nn.fused_batch_norm(x, gamma, beta, moving_mean, moving_variance,
+                                              epsilon=epsilon, is_training=False)
+            return y
+        # The fused kernel returns the batch mean and the unbiased batch
+        # variance, which is what the moving average should track.
+        y, mean, variance = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=epsilon,
+                                                    is_training=True)
+        if updates is not None:
+            updates.append(moving_mean.assign(momentum * moving_mean + (1 - momentum) * mean))
+            updates.append(moving_variance.assign(
+                momentum * moving_variance + (1 - momentum) * variance))
+        return y
+
+
+def lrelu(x, slope):
+    return tf.maximum(x, slope * x)
+
+
+@dataclasses.dataclass
+class GanGraph:
+    """The tensors and ops of a built training graph (see ganModel.build_model)."""
+    d_loss: tf.Tensor         # D's loss: d_loss_real + d_loss_fake
+    d_loss_real: tf.Tensor    # cross-entropy of real images against label 1
+    d_loss_fake: tf.Tensor    # cross-entropy of generated images against label 0
+    g_loss: tf.Tensor         # non-saturating G loss: generated images against 1
+    d_real: tf.Tensor         # mean D(x), probability that real images are real
+    d_fake: tf.Tensor         # mean D(G(z)), probability that fakes are real
+    fake_images: tf.Tensor    # [N, H, W, 3] in [-1, 1], G in training mode
+    d_summary: tf.Tensor      # merged summaries fetched with the D step
+    g_summary: tf.Tensor      # merged summaries fetched with the G step
+
+
+class ganModel:
+    """The classic DCGAN for faces (Radford et al. 2016).
+
+    Usage:
+        model = ganModel(hparams)
+        graph = model.build_model(real_images, z)
+        d_train_op, g_train_op = model.optimizers(graph, global_step)
+        samples = model.generator(sample_z, is_training=False)
+    """
+
+    def __init__(self, hparams):
+        self.hp = hparams.validate()
+        # Moving-average update ops per network, filled while building.
+        self.bn_updates = {"generator": [], "discriminator": []}
+
+    def generator(self, z, is_training):
+        """G: z [N, z_dim] -> images [N, output_h, output_w, 3] in (-1, 1).
+
+        Every call shares the same variables (scope "generator/"); only the
+        training call records batch-norm updates.
+        """
+        hp = self.hp
+        h16, w16 = hp.output_h // 16, hp.output_w // 16
+        updates = self.bn_updates["generator"] if is_training else None
+
+        def bn_relu(x, name):
+            return tf.nn.relu(batch_norm(x, name, is_training, hp.bn_epsilon,
+                                         hp.bn_momentum, updates))
+
+        with tf1.variable_scope("generator", reuse=tf1.AUTO_REUSE):
+            x = linear(z, h16 * w16 * hp.gf_dim * 8, hp.init_stddev, "linear")
+            x = tf.reshape(x, [-1, h16, w16, hp.gf_dim * 8])
+            x = bn_relu(x, "bn0")                                      # [N, 4, 4, gf*8]
+            x = bn_relu(deconv2d(x, hp.gf_dim * 4, hp.init_stddev, "deconv1"), "bn1")  # 8x8
+            x = bn_relu(deconv2d(x, hp.gf_dim * 2, hp.init_stddev, "deconv2"), "bn2")  # 16x16
+            x = bn_relu(deconv2d(x, hp.gf_dim, hp.init_stddev, "deconv3"), "bn3")      # 32x32
+            x = deconv2d(x, 3, hp.init_stddev, "deconv4")              # [N, 64, 64, 3]
+            return tf.tanh(x)
+
+    def discriminator(self, images, is_training, update_moving_stats=False):
+        """D: images [N, output_h, output_w, 3] in [-1, 1] -> (probability, logits).
+
+        Both outputs are [N, 1]. D sees real and generated batches in two
+        separate calls (each normalised with its own batch statistics, as in
+        the classic DCGAN); only the call with `update_moving_stats` moves
+        the moving averages, so two calls never race to update them.
+        """
+        hp = self.hp
+        updates = (self.bn_updates["discriminator"]
+                   if is_training and update_moving_stats else None)
+
+        def bn_lrelu(x, name):
+            return lrelu(batch_norm(x, name, is_training, hp.bn_epsilon,
+                                    hp.bn_momentum, updates), hp.lrelu_slope)
+
+        with tf1.variable_scope("discriminator", reuse=tf1.AUTO_REUSE):
+            x = lrelu(conv2d(images, hp.df_dim, hp.init_stddev, "conv0"), hp.lrelu_slope)  # 32x32
+            x = bn_lrelu(conv2d(x, hp.df_dim * 2, hp.init_stddev, "conv1"), "bn1")  # 16x16
+            x = bn_lrelu(conv2d(x, hp.df_dim * 4, hp.init_stddev, "conv2"), "bn2")  # 8x8
+            x = bn_lrelu(conv2d(x, hp.df_dim * 8, hp.init_stddev, "conv3"), "bn3")  # 4x4
+            flat_size = x.shape[1] * x.shape[2] * x.shape[3]
+            logits = linear(tf.reshape(x, [-1, flat_size]), 1, hp.init_stddev, "linear")
+            return tf.sigmoid(logits), logits
+
+    def build_model(self, real_images, z):
+        """Losses and summaries of one training step.
+
+        Args:
+          real_images: float32 [N, output_h, output_w, 3] in [-1, 1].
+          z: float32 [M, z_dim], uniform in [-1, 1).
+
+        Returns:
+          GanGraph.
+        """
+        fake_images = self.generator(z, is_training=True)
+        d_real_prob, d_real_logits = self.discriminator(real_images, True,
+                                                        update_moving_stats=True)
+        d_fake_prob, d_fake_logits = self.discriminator(fake_images, True)
+
+        def cross_entropy(logits, label):
+            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=tf.fill(tf.shape(logits), label), logits=logits))
+
+        d_loss_real = cross_entropy(d_real_logits, 1.0)
+        d_loss_fake = cross_entropy(d_fake_logits, 0.0)
+        d_loss = d_loss_real + d_loss_fake
+        g_loss = cross_entropy(d_fake_logits, 1.0)
+        d_real = tf.reduce_mean(d_real_prob)
+        d_fake = tf.reduce_mean(d_fake_prob)
+
+        summary = tf1.summary
+        d_summary = summary.merge([
+            summary.scalar("loss/d_loss", d_loss),
+            summary.scalar("loss/d_loss_real", d_loss_real),
+            summary.scalar("loss/d_loss_fake", d_loss_fake),
+            summary.scalar("D/D_x", d_real),
+            summary.scalar("D/D_G_z", d_fake),
+            summary.histogram("z", z),
+            summary.histogram("D/D_x", d_real_prob),
+            summary.histogram("D/D_G_z", d_fake_prob),
+        ])
+        g_summary = summary.merge([summary.scalar("loss/g_loss", g_loss)])
+        return GanGraph(d_loss, d_loss_real, d_loss_fake, g_loss, d_real, d_fake,
+                        fake_images, d_summary, g_summary)
+
+    def split_variables(self):
+        """(generator variables, discriminator variables), trainable only.
+
+        Split by scope prefix with the trailing slash, and checked to be
+        disjoint and to cover every trainable variable of the graph.
+        """
+        trainable = tf1.trainable_variables()
+        g_vars = [v for v in trainable if v.name.startswith("generator/")]
+        d_vars = [v for v in trainable if v.name.startswith("discriminator/")]
+        stray = set(trainable) - set(g_vars) - set(d_vars)
+        if stray or set(g_vars) & set(d_vars):
+            raise ValueError("trainable variables outside generator/ and discriminator/: "
+                             + ", ".join(sorted(v.name for v in stray)))
+        return g_vars, d_vars
+
+    def optimizers(self, graph, global_step):
+        """Adam train ops: (d_train_op, g_train_op).
+
+        Each op updates only its own network's variables and runs only its
+        own network's batch-norm moving-average updates. The D op increments
+        `global_step`, so the step counts training iterations.
+        """
+        g_vars, d_vars = self.split_variables()
+        hp = self.hp
+        with tf.control_dependencies(self.bn_updates["discriminator"]):
+            d_train_op = tf1.train.AdamOptimizer(hp.learning_rate, beta1=hp.beta1,
+                                                 name="d_adam").minimize(
+                graph.d_loss, global_step=global_step, var_list=d_vars)
+        with tf.control_dependencies(self.bn_updates["generator"]):
+            g_train_op = tf1.train.AdamOptimizer(hp.learning_rate, beta1=hp.beta1,
+                                                 name="g_adam").minimize(
+                graph.g_loss, var_list=g_vars)
+        return d_train_op, g_train_op
+
+
+def images_from_uint8(images):
+    """uint8 [N, H, W, 3] -> float32 in [-1, 1], inside the graph."""
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def image_grid(images, rows, cols):
+    """Tile [rows*cols, H, W, C] images into one [1, rows*H, cols*W, C] picture."""
+    _, height, width, channels = images.shape
+    x = tf.reshape(images, [rows, cols, height, width, channels])
+    x = tf.transpose(x, [0, 2, 1, 3, 4])
+    return tf.reshape(x, [1, rows * height, cols * width, channels])

@@ -1,0 +1,415 @@
+"""Train the DCGAN on a folder of face photos.
+
+    python train_gan.py --data_root data/demo_faces --max_steps 2000
+
+Checkpoints go to --ckpt_dir (with hparams.json), 8x8 grids from a z fixed
+for the run to --samples_dir, TensorBoard logs to --log_dir. Running the same
+command again resumes from the newest checkpoint; Ctrl-C or SIGTERM saves a
+checkpoint and exits.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+import generate_face
+from gan_model import HParams, ganModel, image_grid, images_from_uint8
+
+tf1 = tf.compat.v1
+
+CKPT_PREFIX = "gan.ckpt"
+HPARAMS_FILE = "hparams.json"
+SAMPLE_GRID = (8, 8)  # rows, columns of the training sample grids
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Where a run reads and writes, how long it runs, how often it reports."""
+    data_root: str = dataclasses.field(
+        default="data/demo_faces", metadata={"help": "folder of face images (searched recursively)"})
+    ckpt_dir: str = dataclasses.field(
+        default="ckpt", metadata={"help": "checkpoints and hparams.json; a run resumes from here"})
+    samples_dir: str = dataclasses.field(
+        default="samples", metadata={"help": "sample grids train_<step>.png"})
+    log_dir: str = dataclasses.field(
+        default="logs", metadata={"help": "TensorBoard event files"})
+    max_steps: int = dataclasses.field(
+        default=20000, metadata={"help": "train until the global step reaches this"})
+    log_every: int = dataclasses.field(
+        default=50, metadata={"help": "steps between progress lines and scalar summaries"})
+    sample_every: int = dataclasses.field(
+        default=500, metadata={"help": "steps between sample grids"})
+    ckpt_every: int = dataclasses.field(
+        default=1000, metadata={"help": "steps between checkpoints (one is also written at the end)"})
+    keep_checkpoints: int = dataclasses.field(
+        default=5, metadata={"help": "newest checkpoints kept on disk"})
+
+    def problems(self):
+        found = []
+        if self.max_steps < 0:
+            found.append(f"--max_steps must be 0 or more, got {self.max_steps}")
+        for name in ("log_every", "sample_every", "ckpt_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                found.append(f"--{name} must be at least 1, got {getattr(self, name)}")
+        return found
+
+
+# ---------------------------------------------------------------------------
+# Flags
+# ---------------------------------------------------------------------------
+
+def build_parser():
+    """Flags generated from RunConfig and HParams, defaults shown in --help.
+
+    Every flag defaults to "not given" (SUPPRESS) so that a resumed run can
+    tell the values the user typed from the ones it should restore.
+    """
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS)
+    for title, cls in (("run", RunConfig), ("hyperparameters", HParams)):
+        group = parser.add_argument_group(title)
+        for field in dataclasses.fields(cls):
+            kind = generate_face.parse_bool if field.type is bool else field.type
+            group.add_argument(f"--{field.name}", type=kind, metavar=field.type.__name__.upper(),
+                               help=f"{field.metadata['help']} (default: {field.default})")
+    return parser
+
+
+def parse_flags(argv=None):
+    """argv -> (RunConfig, dict of the hyperparameters given on the command line)."""
+    parser = build_parser()
+    given = vars(parser.parse_args(argv))
+    run_names = {f.name for f in dataclasses.fields(RunConfig)}
+    run = RunConfig(**{k: v for k, v in given.items() if k in run_names})
+    overrides = {k: v for k, v in given.items() if k not in run_names}
+    problems = run.problems() + dataclasses.replace(HParams(), **overrides).problems()
+    if problems:
+        parser.error("; ".join(problems))
+    return run, overrides
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints (also used by predict_gan.py)
+# ---------------------------------------------------------------------------
+
+def latest_checkpoint(ckpt_dir):
+    """Path prefix of the newest checkpoint in ckpt_dir, or None."""
+    if not Path(ckpt_dir).is_dir():
+        return None
+    return tf1.train.latest_checkpoint(str(ckpt_dir))
+
+
+def step_of(checkpoint):
+    """The global step in a checkpoint prefix such as ckpt/gan.ckpt-1500."""
+    return int(str(checkpoint).rsplit("-", 1)[1])
+
+
+def load_run_hparams(ckpt_dir):
+    """The HParams saved with the run in ckpt_dir (ValueError if unusable)."""
+    path = Path(ckpt_dir) / HPARAMS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the checkpoints in {ckpt_dir} cannot be rebuilt "
+            f"without the hyperparameters they were trained with")
+    return HParams.load(path)
+
+
+def save_run_hparams(ckpt_dir, hparams):
+    """Write hparams.json atomically (temporary file, then rename)."""
+    path = Path(ckpt_dir) / HPARAMS_FILE
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(hparams.to_dict(), indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def check_checkpoint_fits(checkpoint, variables):
+    """Raise ValueError unless the checkpoint holds every variable, same shapes.
+
+    Comparing shapes before restoring turns TensorFlow's assign-shape
+    errors into a message that names the checkpoint and the differences.
+    """
+    try:
+        stored = dict(tf.train.list_variables(str(checkpoint)))
+    except (tf.errors.OpError, ValueError) as error:
+        raise ValueError(f"cannot read checkpoint {checkpoint}: {error}") from error
+    differences = []
+    for variable in variables:
+        name = variable.op.name
+        shape = variable.shape.as_list()
+        if name not in stored:
+            differences.append(f"{name} is missing")
+        elif list(stored[name]) != shape:
+            differences.append(f"{name} is {list(stored[name])} in the checkpoint, "
+                               f"{shape} in this graph")
+    if differences:
+        listed = "; ".join(differences[:5])
+        more = f" (and {len(differences) - 5} more)" if len(differences) > 5 else ""
+        raise ValueError(
+            f"checkpoint {checkpoint} does not fit this architecture: {listed}{more}. "
+            f"It was trained with other --gf_dim/--df_dim/--z_dim/--output_h/--output_w "
+            f"values than {Path(checkpoint).parent / HPARAMS_FILE} says")
+
+
+def resolve_hparams(ckpt_dir, overrides):
+    """The hyperparameters of this run and the checkpoint it resumes from.
+
+    A fresh run takes the defaults plus the flags given. A run whose
+    ckpt_dir holds a checkpoint restores the saved hyperparameters; flags
+    given again may change training settings, but not the architecture.
+
+    Returns:
+      (HParams, checkpoint path or None, {name: (saved, new)} of changes)
+    """
+    checkpoint = latest_checkpoint(ckpt_dir)
+    if checkpoint is None:
+        return dataclasses.replace(HParams(), **overrides).validate(), None, {}
+    saved = load_run_hparams(ckpt_dir)
+    wanted = dataclasses.replace(saved, **overrides).validate()
+    clashes = saved.architecture_differences(wanted)
+    if clashes:
+        listed = ", ".join(f"--{name} {new} (checkpoint has {old})"
+                           for name, old, new in clashes)
+        raise ValueError(
+            f"{ckpt_dir} holds a run with a different architecture: {listed}. "
+            f"Drop these flags to resume it, or pass another --ckpt_dir to start a new run")
+    changes = {name: (getattr(saved, name), getattr(wanted, name))
+               for name in overrides if getattr(saved, name) != getattr(wanted, name)}
+    return wanted, checkpoint, changes
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+
+class StopRequest:
+    """Turns SIGINT and SIGTERM into a flag the loop checks after each step."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def __enter__(self):
+        for number in self.SIGNALS:
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame):
+        if self.signal is not None:  # a second Ctrl-C: the user means it
+            raise KeyboardInterrupt
+        self.signal = number
+        print(f"\n{signal.Signals(number).name} received: finishing this step, "
+              f"then saving a checkpoint", flush=True)
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; nothing after it was saved."""
+
+
+def format_seconds(seconds):
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int                 # global step reached
+    checkpoint: str           # newest checkpoint written or restored
+    stopped_by: int = None    # signal number if interrupted, else None
+
+
+def build_input(images, hparams, stream_start):
+    """A tf.data iterator over the run's batch stream, uint8 in the graph.
+
+    The stream starts where `stream_start[0]` says when the iterator is
+    initialised, so the resumed step is known by then.
+    """
+    def batches():
+        stream = generate_face.BatchStream(images, hparams.batch_size, hparams.seed,
+                                           start_batch=stream_start[0])
+        yield from stream
+
+    shape = [hparams.batch_size, hparams.output_h, hparams.output_w, 3]
+    dataset = tf.data.Dataset.from_generator(
+        batches, output_signature=tf.TensorSpec(shape, tf.uint8)).prefetch(4)
+    return tf1.data.make_initializable_iterator(dataset)
+
+
+def train(run, overrides=None, log=print):
+    """Train (or resume) a run. See the module docstring.
+
+    Args:
+      run: RunConfig.
+      overrides: hyperparameters given explicitly ({name: value}).
+      log: a print-like function for progress output.
+
+    Returns:
+      TrainResult.
+    """
+    hparams, checkpoint, changes = resolve_hparams(run.ckpt_dir, overrides or {})
+    if checkpoint:
+        log(f"resuming from {checkpoint} (step {step_of(checkpoint)})")
+        for name, (old, new) in changes.items():
+            log(f"  {name}: {old} -> {new}")
+    else:
+        log(f"new run in {run.ckpt_dir}, seed {hparams.seed}")
+
+    files = generate_face.list_image_files(run.data_root)
+    log(f"preprocessing {len(files)} images from {run.data_root}")
+    images, kept, _ = generate_face.load_faces(
+        files, hparams.crop_h, hparams.crop_w, hparams.output_h, hparams.output_w,
+        hparams.is_crop, log=log)
+    if len(kept) < hparams.batch_size:
+        raise ValueError(f"only {len(kept)} usable images in {run.data_root}, fewer than "
+                         f"one batch of {hparams.batch_size}; add images or lower --batch_size")
+    log(f"training on {len(kept)} images")
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(hparams.seed)
+        stream_start = [0]
+        iterator = build_input(images, hparams, stream_start)
+        real_images = images_from_uint8(iterator.get_next())
+        z = tf1.placeholder(tf.float32, [None, hparams.z_dim], name="z")
+        model = ganModel(hparams)
+        gan = model.build_model(real_images, z)
+        global_step = tf1.train.get_or_create_global_step()
+        d_train_op, g_train_op = model.optimizers(gan, global_step)
+
+        # The fixed sample z is a variable, so every checkpoint carries it and
+        # grids stay comparable across resumes.
+        rows, cols = SAMPLE_GRID
+        sample_z = tf1.get_variable(
+            "sample_z", initializer=generate_face.fixed_sample_z(
+                hparams.seed, rows * cols, hparams.z_dim), trainable=False)
+        samples = model.generator(sample_z, is_training=False)
+        samples_summary = tf1.summary.image("samples", image_grid(samples, rows, cols))
+
+        # Built last, so that it saves the optimizers' slots and the step too.
+        saver = tf1.train.Saver(max_to_keep=run.keep_checkpoints, save_relative_paths=True)
+        init = tf1.global_variables_initializer()
+    graph.finalize()  # the loop must not grow the graph
+
+    config = tf1.ConfigProto(allow_soft_placement=True)
+    config.gpu_options.allow_growth = True
+    with tf1.Session(graph=graph, config=config) as sess:
+        if checkpoint:
+            check_checkpoint_fits(checkpoint, graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES))
+            saver.restore(sess, checkpoint)
+            # Let this Saver prune the older checkpoints of the run as well.
+            state = tf1.train.get_checkpoint_state(run.ckpt_dir)
+            saver.set_last_checkpoints_with_time(
+                [(path, os.path.getmtime(path + ".index"))
+                 for path in state.all_model_checkpoint_paths
+                 if os.path.exists(path + ".index")])
+        else:
+            sess.run(init)
+            Path(run.ckpt_dir).mkdir(parents=True, exist_ok=True)
+            save_run_hparams(run.ckpt_dir, hparams)
+        step = int(sess.run(global_step))
+        stream_start[0] = step
+        sess.run(iterator.initializer)
+        writer = tf1.summary.FileWriter(run.log_dir, graph=None if checkpoint else graph)
+        prefix = str(Path(run.ckpt_dir) / CKPT_PREFIX)
+
+        def save():
+            path = saver.save(sess, prefix, global_step=step, write_meta_graph=False)
+            log(f"saved {path}")
+            return path
+
+        def write_samples():
+            pictures, summary = sess.run([samples, samples_summary])
+            writer.add_summary(summary, step)
+            path = Path(run.samples_dir) / f"train_{step:06d}.png"
+            generate_face.save_grid(pictures, path)
+            log(f"wrote {path}")
+
+        last_saved = checkpoint
+        first_step, started = step, time.monotonic()
+        window_step, window_time = step, started
+        with StopRequest() as stop:
+            while step < run.max_steps and stop.signal is None:
+                feed = {z: generate_face.train_z(hparams.seed, step, hparams.batch_size,
+                                                 hparams.z_dim)}
+                report = (step + 1) % run.log_every == 0 or step + 1 == run.max_steps
+                d_fetch = [d_train_op, gan.d_loss, gan.d_real, gan.d_fake]
+                g_fetch = [g_train_op, gan.g_loss]
+                if report:
+                    d_fetch.append(gan.d_summary)
+                    g_fetch.append(gan.g_summary)
+                # The G step reuses the D step's z batch (as in the classic
+                # TF1 DCGAN); the D op advances the global step.
+                try:
+                    d_out = sess.run(d_fetch, feed)
+                    g_out = sess.run(g_fetch, feed)
+                    d_loss, d_real, d_fake, g_loss = d_out[1], d_out[2], d_out[3], g_out[1]
+                    diverged = not (np.isfinite(d_loss) and np.isfinite(g_loss))
+                except tf.errors.InvalidArgumentError as error:
+                    # A histogram summary refuses NaN before the losses are seen.
+                    if "Nan in summary" not in error.message:
+                        raise
+                    diverged, d_loss, g_loss = True, float("nan"), float("nan")
+                step += 1
+                if diverged:
+                    raise TrainingDiverged(
+                        f"loss became non-finite at step {step} (d_loss {d_loss}, g_loss "
+                        f"{g_loss}); nothing after the last checkpoint ({last_saved}) was "
+                        f"saved. Resume from it with a lower --learning_rate")
+                if report:
+                    writer.add_summary(d_out[4], step)
+                    writer.add_summary(g_out[2], step)
+                    now = time.monotonic()
+                    rate = (step - window_step) / max(now - window_time, 1e-9)
+                    log(f"step {step}/{run.max_steps}  d_loss {d_loss:.3f}  g_loss {g_loss:.3f}"
+                        f"  D(x) {d_real:.3f}  D(G(z)) {d_fake:.3f}"
+                        f"  {rate * hparams.batch_size:.1f} img/s"
+                        f"  ETA {format_seconds((run.max_steps - step) / max(rate, 1e-9))}")
+                    window_step, window_time = step, now
+                if step % run.sample_every == 0:
+                    write_samples()
+                if step % run.ckpt_every == 0:
+                    last_saved = save()
+            if step > first_step:
+                if step % run.sample_every != 0:
+                    write_samples()
+                if last_saved is None or step_of(last_saved) != step:
+                    last_saved = save()
+        writer.close()
+        elapsed = time.monotonic() - started
+        if step > first_step:
+            log(f"trained steps {first_step}-{step} in {format_seconds(elapsed)} "
+                f"({elapsed / (step - first_step):.3f} s/step)")
+        if stop.signal is not None:
+            log(f"stopped by {signal.Signals(stop.signal).name} at step {step}; "
+                f"run the same command again to resume")
+        return TrainResult(step, last_saved, stop.signal)
+
+
+def main(argv=None):
+    run, overrides = parse_flags(argv)
+    try:
+        result = train(run, overrides, log=lambda text: print(text, flush=True))
+    except (FileNotFoundError, ValueError, TrainingDiverged) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 128 + result.stopped_by if result.stopped_by else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
