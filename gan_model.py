@@ -220,6 +220,8 @@ class GanGraph:
     g_loss: tf.Tensor         # non-saturating G loss: generated images against 1
     d_real: tf.Tensor         # mean D(x), probability that real images are real
     d_fake: tf.Tensor         # mean D(G(z)), probability that fakes are real
+    d_real_logits: tf.Tensor  # [N, 1] D's logits on the real batch
+    d_fake_logits: tf.Tensor  # [M, 1] D's logits on the generated batch
     fake_images: tf.Tensor    # [N, H, W, 3] in [-1, 1], G in training mode
     d_summary: tf.Tensor      # merged summaries fetched with the D step
     g_summary: tf.Tensor      # merged summaries fetched with the G step
@@ -322,13 +324,13 @@ class ganModel:
             summary.scalar("loss/d_loss_fake", d_loss_fake),
             summary.scalar("D/D_x", d_real),
             summary.scalar("D/D_G_z", d_fake),
-            summary.histogram("z", z),
-            summary.histogram("D/D_x", d_real_prob),
-            summary.histogram("D/D_G_z", d_fake_prob),
+            summary.histogram("hist/z", z),
+            summary.histogram("hist/D_x", d_real_prob),
+            summary.histogram("hist/D_G_z", d_fake_prob),
         ])
         g_summary = summary.merge([summary.scalar("loss/g_loss", g_loss)])
         return GanGraph(d_loss, d_loss_real, d_loss_fake, g_loss, d_real, d_fake,
-                        fake_images, d_summary, g_summary)
+                        d_real_logits, d_fake_logits, fake_images, d_summary, g_summary)
 
     def split_variables(self):
         """(generator variables, discriminator variables), trainable only.

@@ -119,9 +119,9 @@ def preprocess_image(image, crop_h=108, crop_w=108, resize_h=64, resize_w=64,
         box = crop_box(width, height, crop_h, crop_w)
     else:
         box = (0, 0, width, height)
-    # Cropping through `box` lets Pillow resample straight from the source
-    # window, without an intermediate cropped copy.
-    resized = image.resize((resize_w, resize_h), RESAMPLE, box=box)
+    # Crop first: resize(box=...) would let the filter reach pixels outside
+    # the window, and the crop is meant to drop them.
+    resized = image.crop(box).resize((resize_w, resize_h), RESAMPLE)
     return np.asarray(resized, dtype=np.uint8)
 
 
@@ -404,7 +404,7 @@ def _paint_person(rng, width, height):
                    180, 360, fill=hair)
         if hair_style == "bangs":
             # A fringe that stops above the brows.
-            fringe_depth = (face_ry * 0.8 - brow_room - cap_depth) / 2
+            fringe_depth = max(3.0, (face_ry * 0.8 - brow_room - cap_depth) / 2)
             draw.chord(box(cx, top + cap_depth + 4, face_rx * 0.85, fringe_depth),
                        0, 180, fill=hair)
 

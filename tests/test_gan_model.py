@@ -1,0 +1,195 @@
+"""The graph: shapes at any batch size, variable split, batch norm, HParams."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gan_model import HParams, ganModel, images_from_uint8
+
+tf1 = tf.compat.v1
+tf1.disable_eager_execution()
+
+TINY = HParams(gf_dim=8, df_dim=8, z_dim=16, batch_size=4)
+
+
+def build(hparams=TINY):
+    """A training graph fed by placeholders, initialised in a new Session."""
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(0)
+        real = tf1.placeholder(tf.float32, [None, hparams.output_h, hparams.output_w, 3])
+        z = tf1.placeholder(tf.float32, [None, hparams.z_dim])
+        model = ganModel(hparams)
+        gan = model.build_model(real, z)
+        step = tf1.train.get_or_create_global_step()
+        d_op, g_op = model.optimizers(gan, step)
+        sampled = model.generator(z, is_training=False)
+        judged = model.discriminator(real, is_training=False)[0]
+        sess = tf1.Session(graph=graph)
+        sess.run(tf1.global_variables_initializer())
+    return dict(graph=graph, sess=sess, real=real, z=z, model=model, gan=gan,
+                d_op=d_op, g_op=g_op, sampled=sampled, judged=judged, step=step)
+
+
+@pytest.fixture(scope="module")
+def net():
+    parts = build()
+    yield parts
+    parts["sess"].close()
+
+
+def feed(net, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    return {net["real"]: rng.uniform(-1, 1, (batch, 64, 64, 3)),
+            net["z"]: rng.uniform(-1, 1, (batch, TINY.z_dim))}
+
+
+def variable(net, name):
+    """The tf.Variable called `name` in the net's graph."""
+    (found,) = [v for v in net["graph"].get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
+                if v.op.name == name]
+    return found
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_shapes_do_not_depend_on_batch_size(net, batch):
+    fake, sampled, judged = net["sess"].run(
+        [net["gan"].fake_images, net["sampled"], net["judged"]], feed(net, batch))
+    assert fake.shape == sampled.shape == (batch, 64, 64, 3)
+    assert judged.shape == (batch, 1)
+    assert np.abs(sampled).max() < 1 and 0 < judged.min() and judged.max() < 1
+
+
+def test_other_output_sizes_build():
+    parts = build(dataclasses.replace(TINY, output_h=32, output_w=48))
+    out = parts["sess"].run(parts["sampled"], {parts["z"]: np.zeros((2, TINY.z_dim))})
+    assert out.shape == (2, 32, 48, 3)
+
+
+def test_variables_split_by_scope_and_named_by_layer(net):
+    with net["graph"].as_default():
+        g_vars, d_vars = net["model"].split_variables()
+        trainable = set(tf1.trainable_variables())
+    assert set(g_vars) | set(d_vars) == trainable and not set(g_vars) & set(d_vars)
+    names = {v.op.name for v in g_vars + d_vars}
+    assert {"generator/deconv2/w", "generator/bn0/gamma", "discriminator/conv0/w",
+            "discriminator/bn1/beta", "discriminator/linear/w"} <= names
+    assert "discriminator/bn0/gamma" not in names  # no BN on D's first layer
+    assert not any("moving" in name for name in names)
+
+
+def test_stray_trainable_variable_is_refused(net):
+    with net["graph"].as_default():
+        tf1.get_variable("stray", [1])
+        with pytest.raises(ValueError, match="stray"):
+            net["model"].split_variables()
+        tf1.get_collection_ref(tf1.GraphKeys.TRAINABLE_VARIABLES).pop()
+
+
+def test_each_train_op_moves_only_its_own_networks_statistics():
+    parts = build()
+    sess = parts["sess"]
+    g_stat = variable(parts, "generator/bn1/moving_mean")
+    d_stat = variable(parts, "discriminator/bn2/moving_variance")
+    g_weight = variable(parts, "generator/deconv1/w")
+    d_weight = variable(parts, "discriminator/conv1/w")
+    before = sess.run([g_stat, d_stat, g_weight, d_weight])
+    sess.run(parts["d_op"], feed(parts, 4))
+    after_d = sess.run([g_stat, d_stat, g_weight, d_weight])
+    assert np.array_equal(before[0], after_d[0]) and np.array_equal(before[2], after_d[2])
+    assert not np.array_equal(before[1], after_d[1]) and not np.array_equal(before[3], after_d[3])
+    assert sess.run(parts["step"]) == 1  # the D op counts iterations
+    sess.run(parts["g_op"], feed(parts, 4))
+    after_g = sess.run([g_stat, d_stat, g_weight, d_weight])
+    assert not np.array_equal(after_d[0], after_g[0]) and not np.array_equal(after_d[2], after_g[2])
+    assert np.array_equal(after_d[1], after_g[1]) and np.array_equal(after_d[3], after_g[3])
+    assert sess.run(parts["step"]) == 1
+    parts["sess"].close()
+
+
+def test_moving_averages_follow_the_batch_with_momentum():
+    parts = build()
+    sess = parts["sess"]
+    moving = variable(parts, "generator/bn0/moving_mean")
+    feeds = feed(parts, 4)
+    # What the G op's batch normalises: the reshaped linear layer output.
+    pre_bn = parts["graph"].get_tensor_by_name("generator/Reshape:0")
+    batch_mean = sess.run(pre_bn, feeds).mean(axis=(0, 1, 2))
+    sess.run(parts["g_op"], feeds)
+    np.testing.assert_allclose(sess.run(moving), 0.1 * batch_mean, rtol=1e-4, atol=1e-6)
+    parts["sess"].close()
+
+
+def test_inference_uses_moving_averages_and_training_does_not():
+    # Larger initial weights than the default 0.02, whose tanh output is
+    # nearly 0 everywhere and would hide any difference.
+    parts = build(dataclasses.replace(TINY, init_stddev=0.3))
+    sess = parts["sess"]
+    z = {parts["z"]: np.random.default_rng(1).uniform(-1, 1, (3, TINY.z_dim))}
+    infer_before, train_before = sess.run([parts["sampled"], parts["gan"].fake_images], z)
+    moving = variable(parts, "generator/bn2/moving_mean")
+    with parts["graph"].as_default():
+        sess.run(tf1.assign(moving, tf.fill(moving.shape, 5.0)))
+    infer_after, train_after = sess.run([parts["sampled"], parts["gan"].fake_images], z)
+    assert np.abs(infer_after - infer_before).max() > 1e-3
+    np.testing.assert_allclose(train_after, train_before, atol=1e-6)
+    # One face at inference does not depend on its batch companions.
+    alone = sess.run(parts["sampled"], {parts["z"]: z[parts["z"]][:1]})
+    np.testing.assert_allclose(alone[0], infer_after[0], atol=1e-5)
+    parts["sess"].close()
+
+
+def test_losses_match_cross_entropy_definitions(net):
+    gan = net["gan"]
+    values = net["sess"].run([gan.d_loss, gan.d_loss_real, gan.d_loss_fake, gan.g_loss,
+                              gan.d_real, gan.d_fake, gan.d_real_logits, gan.d_fake_logits],
+                             feed(net, 5))
+    d_loss, real, fake, g_loss, d_x, d_gz, real_logits, fake_logits = values
+
+    def softplus(x):  # -log(sigmoid(-x)), cross-entropy against label 0
+        return np.logaddexp(0.0, x)
+
+    assert real == pytest.approx(softplus(-real_logits).mean(), rel=1e-5)  # real -> 1
+    assert fake == pytest.approx(softplus(fake_logits).mean(), rel=1e-5)   # fake -> 0
+    assert g_loss == pytest.approx(softplus(-fake_logits).mean(), rel=1e-5)  # fake -> 1
+    assert d_loss == pytest.approx(real + fake, rel=1e-5)
+    assert d_x == pytest.approx((1 / (1 + np.exp(-real_logits))).mean(), rel=1e-5)
+    assert d_gz == pytest.approx((1 / (1 + np.exp(-fake_logits))).mean(), rel=1e-5)
+
+
+def test_uint8_conversion_in_graph():
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        out = sess.run(images_from_uint8(tf.constant([[0, 255, 128]], tf.uint8)))
+    np.testing.assert_allclose(out, [[-1, 1, 128 / 127.5 - 1]], atol=1e-6)
+
+
+def test_hparams_validation_lists_every_problem():
+    with pytest.raises(ValueError) as error:
+        HParams(output_h=50, batch_size=0, learning_rate=-1.0, beta1=1.0).validate()
+    message = str(error.value)
+    for flag in ("--output_h", "--batch_size", "--learning_rate", "--beta1"):
+        assert flag in message
+
+
+def test_hparams_json_round_trip_and_bad_files(tmp_path):
+    hp = HParams(gf_dim=16, learning_rate=1e-3, is_crop=False)
+    path = tmp_path / "hparams.json"
+    path.write_text(json.dumps(hp.to_dict()))
+    assert HParams.load(path) == hp
+    path.write_text(json.dumps({"gf_dim": "16"}))
+    with pytest.raises(ValueError, match="gf_dim should be int"):
+        HParams.load(path)
+    path.write_text(json.dumps({"gf_dim": 16, "colour": "blue"}))
+    with pytest.raises(ValueError, match="unknown hyperparameter.*colour"):
+        HParams.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        HParams.load(path)
+
+
+def test_architecture_differences():
+    assert HParams().architecture_differences(HParams(learning_rate=1.0)) == []
+    assert HParams().architecture_differences(HParams(gf_dim=8)) == [("gf_dim", 64, 8)]

@@ -1,0 +1,70 @@
+"""predict_gan.py: pictures from a checkpoint, and the errors instead of pictures."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import predict_gan
+
+
+@pytest.mark.parametrize("num, size", [(1, (64, 64)), (64, (512, 512))])
+def test_writes_png_of_the_right_size(tmp_path, drawing_run, num, size):
+    out = tmp_path / "face.png"
+    assert predict_gan.main(["--ckpt_dir", str(drawing_run / "ckpt"), "--num", str(num),
+                             "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "RGB", size)
+        pixels = np.asarray(image)
+    assert pixels.std() > 2  # drawn, not a constant field (rounding noise alone is < 1)
+
+
+def test_seed_decides_the_faces(tmp_path, drawing_run):
+    ckpt = str(drawing_run / "ckpt")
+    paths = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        paths[name] = predict_gan.predict(ckpt, num=4, seed=seed, out=tmp_path / f"{name}.png")[0]
+    a, b, c = (np.asarray(Image.open(paths[k]), np.int32) for k in "abc")
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).mean() > 0.5
+
+
+def test_explicit_checkpoint_prefix_and_folder(tmp_path, drawing_run):
+    prefix = str(drawing_run / "ckpt" / "gan.ckpt-40")
+    out, used = predict_gan.predict(checkpoint=prefix, num=1, out=tmp_path / "x.png")
+    assert used == prefix and out.is_file()
+    _, used = predict_gan.predict(checkpoint=str(drawing_run / "ckpt"), num=1,
+                                  out=tmp_path / "y.png")
+    assert used == prefix
+
+
+def test_missing_checkpoint_says_train_first_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "face.png"
+    assert predict_gan.main(["--ckpt_dir", str(tmp_path / "none"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "train first" in err and "python train_gan.py" in err
+    assert not out.exists()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        predict_gan.predict(checkpoint=str(tmp_path / "gan.ckpt-9"), out=out)
+    assert not out.exists()
+
+
+def test_architecture_mismatch_is_refused(tmp_path, drawing_run, capsys):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(drawing_run / "ckpt", ckpt)
+    hparams = json.loads((ckpt / "hparams.json").read_text())
+    hparams["gf_dim"] = 16
+    (ckpt / "hparams.json").write_text(json.dumps(hparams))
+    out = tmp_path / "face.png"
+    assert predict_gan.main(["--ckpt_dir", str(ckpt), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "does not fit this architecture" in err and "generator/" in err
+    assert not out.exists()
+
+
+def test_bad_num_is_a_flag_error(capsys):
+    with pytest.raises(SystemExit):
+        predict_gan.main(["--num", "0"])
+    assert "--num must be at least 1" in capsys.readouterr().err

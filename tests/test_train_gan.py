@@ -1,0 +1,170 @@
+"""The training program: outputs, resume, flags, errors, interruption."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import train_gan
+from conftest import PROJECT, run_flags
+
+tf1 = tf.compat.v1
+
+
+def scalars_in(log_dir):
+    """{tag: {step: value}} of every scalar summary in a TensorBoard log folder."""
+    found = {}
+    for path in log_dir.glob("events.out.tfevents.*"):
+        for event in tf1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    found.setdefault(value.tag, {})[event.step] = value.simple_value
+    return found
+
+
+def test_three_step_run_writes_checkpoint_summaries_and_grid(trained_run):
+    ckpt = trained_run / "ckpt"
+    assert train_gan.latest_checkpoint(ckpt) == str(ckpt / "gan.ckpt-3")
+    assert (ckpt / "gan.ckpt-3.index").is_file()
+    assert json.loads((ckpt / "hparams.json").read_text())["gf_dim"] == 8
+    stored = dict(tf.train.list_variables(str(ckpt / "gan.ckpt-3")))
+    assert stored["generator/deconv1/w"] == [5, 5, 32, 64]
+    assert "global_step" in stored and "sample_z" in stored
+
+    scalars = scalars_in(trained_run / "logs")
+    for tag in ("loss/d_loss", "loss/d_loss_real", "loss/d_loss_fake", "loss/g_loss",
+                "D/D_x", "D/D_G_z"):
+        assert sorted(scalars[tag]) == [1, 2, 3], tag
+        assert all(np.isfinite(v) for v in scalars[tag].values())
+    assert all(0 < v < 1 for v in scalars["D/D_x"].values())
+
+    kinds = set()
+    for path in (trained_run / "logs").glob("events.out.tfevents.*"):
+        for event in tf1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                kinds.add((value.tag, value.WhichOneof("value")))
+                if value.tag == "samples/image/0":
+                    assert (value.image.width, value.image.height) == (512, 512)
+    assert {("hist/z", "histo"), ("hist/D_x", "histo"), ("hist/D_G_z", "histo"),
+            ("samples/image/0", "image")} <= kinds
+
+    grid = Image.open(trained_run / "samples" / "train_000003.png")
+    assert grid.size == (512, 512) and grid.mode == "RGB"
+
+
+def test_resume_continues_step_adam_state_and_sample_z(tmp_path, demo_dir):
+    flags = run_flags(tmp_path, demo_dir, 2, "--keep_checkpoints", "2", "--ckpt_every", "1")
+    assert train_gan.main(flags) == 0
+    first = dict(tf.train.list_variables(str(tmp_path / "ckpt" / "gan.ckpt-2")))
+    reader = tf.train.load_checkpoint(str(tmp_path / "ckpt" / "gan.ckpt-2"))
+    sample_z = reader.get_tensor("sample_z")
+    assert np.abs(reader.get_tensor("generator/deconv1/w/g_adam")).max() > 0
+
+    log = []
+    result = train_gan.train(*train_gan.parse_flags(
+        [*flags[:flags.index("--max_steps")], "--max_steps", "5",
+         "--keep_checkpoints", "2", "--ckpt_every", "1"]), log=log.append)
+    assert result.step == 5
+    assert any("resuming from" in line and "gan.ckpt-2" in line for line in log)
+    reader = tf.train.load_checkpoint(str(tmp_path / "ckpt" / "gan.ckpt-5"))
+    assert reader.get_tensor("global_step") == 5
+    # Adam's bias-correction counter starts at beta1 and is multiplied by it
+    # at each update: 5 updates since the start give beta1^6; an optimizer
+    # rebuilt from scratch on resume would stand at beta1^4.
+    powers = [name for name in first if name.startswith("beta1_power")]
+    assert len(powers) == 2
+    for name in powers:
+        assert reader.get_tensor(name) == pytest.approx(0.5 ** 6)
+    np.testing.assert_array_equal(reader.get_tensor("sample_z"), sample_z)
+    # keep_checkpoints prunes across resumes too.
+    kept = sorted(p.name for p in (tmp_path / "ckpt").glob("*.index"))
+    assert kept == ["gan.ckpt-4.index", "gan.ckpt-5.index"]
+    assert len(list((tmp_path / "samples").glob("train_*.png"))) == 2  # end of each run
+
+
+def test_resume_refuses_other_architecture(tmp_path, trained_run, demo_dir):
+    flags = run_flags(trained_run, demo_dir, 5) + ["--gf_dim", "16", "--z_dim", "20"]
+    with pytest.raises(ValueError, match=r"--z_dim 20 \(checkpoint has 16\), --gf_dim 16 \(checkpoint has 8\)"):
+        train_gan.train(*train_gan.parse_flags(flags), log=lambda *_: None)
+    assert train_gan.latest_checkpoint(trained_run / "ckpt").endswith("gan.ckpt-3")
+
+
+def test_checkpoint_with_wrong_hparams_file_is_named(tmp_path, trained_run, demo_dir):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained_run / "ckpt", ckpt)
+    hparams = json.loads((ckpt / "hparams.json").read_text())
+    hparams["df_dim"] = 12
+    (ckpt / "hparams.json").write_text(json.dumps(hparams))
+    flags = run_flags(tmp_path, demo_dir, 5, tiny=False)
+    with pytest.raises(ValueError, match="gan.ckpt-3 does not fit this architecture.*discriminator"):
+        train_gan.train(*train_gan.parse_flags(flags), log=lambda *_: None)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max_steps", "-1"], "--max_steps must be 0 or more"),
+    (["--output_h", "50"], "--output_h must be a positive multiple of 16"),
+    (["--batch_size", "0"], "--batch_size must be at least 1"),
+    (["--is_crop", "maybe"], "expected true or false"),
+    (["--learning_rate", "fast"], "invalid float value"),
+    (["--no_such_flag", "1"], "unrecognized arguments"),
+])
+def test_bad_flags_fail_before_any_work(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_gan.parse_flags(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_flags_cover_every_hyperparameter():
+    help_text = train_gan.build_parser().format_help()
+    for flag in ("--data_root", "--ckpt_dir", "--samples_dir", "--log_dir", "--max_steps",
+                 "--batch_size", "--log_every", "--sample_every", "--ckpt_every",
+                 "--keep_checkpoints", "--seed", "--z_dim", "--gf_dim", "--df_dim",
+                 "--output_h", "--output_w", "--crop_h", "--crop_w", "--is_crop",
+                 "--learning_rate", "--beta1"):
+        assert flag in help_text
+
+
+def test_data_errors_are_clear(tmp_path, demo_dir, capsys):
+    (tmp_path / "empty").mkdir()
+    assert train_gan.main(run_flags(tmp_path, tmp_path / "empty", 1)) == 1
+    assert "no images in" in capsys.readouterr().err
+    assert train_gan.main(run_flags(tmp_path, demo_dir, 1, "--batch_size", "64")) == 1
+    assert "only 40 usable images" in capsys.readouterr().err
+    assert train_gan.latest_checkpoint(tmp_path / "ckpt") is None
+
+
+def test_sigint_saves_a_checkpoint_that_resumes(tmp_path, demo_dir):
+    flags = run_flags(tmp_path, demo_dir, 100000, "--log_every", "1", "--ckpt_every", "100000")
+    process = subprocess.Popen([sys.executable, str(PROJECT / "train_gan.py"), *flags],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    lines = []
+    deadline = time.monotonic() + 120
+    for line in process.stdout:  # wait until training is under way
+        lines.append(line)
+        if line.startswith("step 3/") or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    output = "".join(lines) + output
+    assert process.returncode == 128 + signal.SIGINT, output
+    assert "SIGINT received" in output and "run the same command again to resume" in output
+    checkpoint = train_gan.latest_checkpoint(tmp_path / "ckpt")
+    assert checkpoint is not None, output
+    step = train_gan.step_of(checkpoint)
+    assert step >= 3
+    reader = tf.train.load_checkpoint(checkpoint)
+    assert reader.get_tensor("global_step") == step
+
+    resumed = run_flags(tmp_path, demo_dir, step + 1, tiny=False)
+    result = train_gan.train(*train_gan.parse_flags(resumed), log=lambda *_: None)
+    assert result.step == step + 1
