@@ -403,6 +403,9 @@ def train(run, overrides=None, log=print):
 
 def main(argv=None):
     run, overrides = parse_flags(argv)
+    # TensorFlow's Python-side deprecation notices (e.g. from Saver's own
+    # checkpoint pruning) are not actionable for a user of this script.
+    tf.get_logger().setLevel("ERROR")
     try:
         result = train(run, overrides, log=lambda text: print(text, flush=True))
     except (FileNotFoundError, ValueError, TrainingDiverged) as error:

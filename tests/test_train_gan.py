@@ -168,3 +168,11 @@ def test_sigint_saves_a_checkpoint_that_resumes(tmp_path, demo_dir):
     resumed = run_flags(tmp_path, demo_dir, step + 1, tiny=False)
     result = train_gan.train(*train_gan.parse_flags(resumed), log=lambda *_: None)
     assert result.step == step + 1
+
+
+def test_readme_documents_every_training_flag():
+    readme = (PROJECT / "README.md").read_text()
+    for action in train_gan.build_parser()._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--") and flag != "--help":
+                assert f"`{flag}`" in readme, f"{flag} is missing from README.md"
