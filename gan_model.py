@@ -31,6 +31,7 @@ class HParams:
     crop_h: int = _knob(108, "centre-crop height in source pixels, before resizing")
     crop_w: int = _knob(108, "centre-crop width in source pixels, before resizing")
     is_crop: bool = _knob(True, "centre-crop before resizing (false: resize the whole image)")
+    flip: bool = _knob(False, "mirror a random half of each batch left-right (augmentation)")
     # Architecture.
     output_h: int = _knob(64, "height of generated and training images in pixels (multiple of 16)")
     output_w: int = _knob(64, "width of generated and training images in pixels (multiple of 16)")

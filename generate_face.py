@@ -10,10 +10,15 @@ testable) without building a graph.
 
     python generate_face.py --make_demo_data data/demo_faces --num 2000
     python generate_face.py --preview crops.png --data_root ~/celeba/img_align_celeba
+    python generate_face.py --build_cache --data_root ~/celeba/img_align_celeba
 """
 
 import argparse
+import dataclasses
+import hashlib
+import json
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -36,6 +41,7 @@ RESAMPLE = Image.Resampling.BICUBIC
 STREAM_SHUFFLE = 0
 STREAM_TRAIN_Z = 1
 STREAM_SAMPLE_Z = 2
+STREAM_FLIP = 3
 
 # CelebA's img_align_celeba format, which the demo data imitates.
 CELEBA_WIDTH = 178
@@ -92,18 +98,25 @@ def crop_box(width, height, crop_h, crop_w):
     return (left, top, left + crop_w, top + crop_h)
 
 
-def preprocess_image(image, crop_h=108, crop_w=108, resize_h=64, resize_w=64,
-                     is_crop=True):
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How a source picture becomes a training image."""
+    crop_h: int = 108       # centre-crop height in source pixels
+    crop_w: int = 108       # centre-crop width in source pixels
+    resize_h: int = 64      # output height in pixels
+    resize_w: int = 64      # output width in pixels
+    is_crop: bool = True    # crop before resizing; False resizes the whole picture
+
+
+def preprocess_image(image, prep=Preprocessing()):
     """Centre-crop, resize and convert one PIL image to RGB uint8.
 
     Args:
       image: a PIL image of any mode (grayscale, palette, RGBA, CMYK, ...).
-      crop_h, crop_w: centre-crop size in source pixels (used if is_crop).
-      resize_h, resize_w: output size in pixels.
-      is_crop: crop before resizing; False resizes the whole picture.
+      prep: Preprocessing settings.
 
     Returns:
-      uint8 array [resize_h, resize_w, 3].
+      uint8 array [prep.resize_h, prep.resize_w, 3].
 
     Raises:
       BadImageError: the image is smaller than the crop.
@@ -111,22 +124,19 @@ def preprocess_image(image, crop_h=108, crop_w=108, resize_h=64, resize_w=64,
     if image.mode != "RGB":
         image = image.convert("RGB")
     width, height = image.size
-    if is_crop:
-        if width < crop_w or height < crop_h:
+    if prep.is_crop:
+        if width < prep.crop_w or height < prep.crop_h:
             raise BadImageError(
                 f"{width}x{height} pixels is smaller than the "
-                f"{crop_w}x{crop_h} crop")
-        box = crop_box(width, height, crop_h, crop_w)
-    else:
-        box = (0, 0, width, height)
+                f"{prep.crop_w}x{prep.crop_h} crop")
+        image = image.crop(crop_box(width, height, prep.crop_h, prep.crop_w))
     # Crop first: resize(box=...) would let the filter reach pixels outside
     # the window, and the crop is meant to drop them.
-    resized = image.crop(box).resize((resize_w, resize_h), RESAMPLE)
+    resized = image.resize((prep.resize_w, prep.resize_h), RESAMPLE)
     return np.asarray(resized, dtype=np.uint8)
 
 
-def load_face(path, crop_h=108, crop_w=108, resize_h=64, resize_w=64,
-              is_crop=True):
+def load_face(path, prep=Preprocessing()):
     """Read one file and preprocess it (see `preprocess_image`).
 
     Raises:
@@ -134,10 +144,13 @@ def load_face(path, crop_h=108, crop_w=108, resize_h=64, resize_w=64,
         truncated, or smaller than the crop.
     """
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now, so a truncated file fails here
-            return preprocess_image(image, crop_h, crop_w, resize_h, resize_w,
-                                    is_crop)
+        with warnings.catch_warnings():
+            # Pillow only warns about images past its pixel limit (below
+            # twice the limit); they are refused like the larger ones.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()  # decode now, so a truncated file fails here
+                return preprocess_image(image, prep)
     except BadImageError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
@@ -148,12 +161,98 @@ def load_face(path, crop_h=108, crop_w=108, resize_h=64, resize_w=64,
         raise BadImageError(f"cannot decode: {error}") from error
 
 
-def load_faces(paths, crop_h=108, crop_w=108, resize_h=64, resize_w=64,
-               is_crop=True, log=print):
-    """Decode and preprocess every file once; skip and report bad ones.
+def _decode_chunk(job):
+    """Worker: decode a chunk of files. Returns (images of the good ones, bad)."""
+    paths, prep = job
+    good, bad = [], []
+    for i, path in enumerate(paths):
+        try:
+            good.append(load_face(path, prep))
+        except BadImageError as error:
+            bad.append((i, str(error)))
+    shape = (0, prep.resize_h, prep.resize_w, 3)
+    return (np.stack(good) if good else np.empty(shape, np.uint8)), bad
+
+
+DECODE_CHUNK = 256  # files per worker task: large enough to amortise the IPC
+
+
+def decode_workers():
+    """Processes for decoding: the cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _chunk_results(paths, prep, workers):
+    """(chunk start, images, bad) per chunk of paths, in order, decoded in parallel."""
+    jobs = [(paths[i:i + DECODE_CHUNK], prep) for i in range(0, len(paths), DECODE_CHUNK)]
+    starts = range(0, len(paths), DECODE_CHUNK)
+    if workers <= 1 or len(jobs) <= 1:
+        yield from ((start, *_decode_chunk(job)) for start, job in zip(starts, jobs))
+        return
+    # Threads do not scale here (Pillow's per-image Python work holds the
+    # GIL), so decode in processes. Fork where the platform has it: the
+    # workers only run Pillow and NumPy, and a spawned worker would re-import
+    # the calling script (TensorFlow and all) first.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers) as pool:
+        for start, (images, bad) in zip(starts, pool.imap(_decode_chunk, jobs)):
+            yield start, images, bad
+
+
+def decode_into(paths, prep, out, workers=None, log=print):
+    """Decode `paths` into the rows of `out`, good images first, in order.
+
+    Args:
+      paths: image files.
+      prep: Preprocessing settings.
+      out: uint8 array [len(paths), resize_h, resize_w, 3] (or a memmap).
+      workers: decoding processes (default: every core this process may use).
+      log: a print-like function for progress (count, rate, time left).
+
+    Returns:
+      (kept, skipped): the paths stored in out[:len(kept)], and (path, reason)
+      for each file left out.
+    """
+    workers = decode_workers() if workers is None else workers
+    kept, skipped = [], []
+    started = last_report = time.monotonic()
+    for start, images, bad in _chunk_results(paths, prep, workers):
+        chunk = paths[start:start + DECODE_CHUNK]
+        out[len(kept):len(kept) + len(images)] = images
+        bad_index = {i for i, _ in bad}
+        kept.extend(path for i, path in enumerate(chunk) if i not in bad_index)
+        skipped.extend((chunk[i], reason) for i, reason in bad)
+        done = start + len(chunk)
+        now = time.monotonic()
+        if now - last_report > 5 and done < len(paths):
+            rate = done / (now - started)
+            log(f"  preprocessed {done}/{len(paths)} images "
+                f"({rate:.0f}/s, {(len(paths) - done) / rate:.0f}s left)")
+            last_report = now
+    return kept, skipped
+
+
+def report_skipped(skipped, total, log=print):
+    """Say how many files were left out, and name them (the first 20)."""
+    if not skipped:
+        return
+    log(f"warning: skipped {len(skipped)} of {total} files that are not usable faces:")
+    for path, reason in skipped[:20]:
+        log(f"  {path}: {reason}")
+    if len(skipped) > 20:
+        log(f"  ... and {len(skipped) - 20} more")
+
+
+def load_faces(paths, prep=Preprocessing(), workers=None, log=print):
+    """Decode and preprocess every file once, in memory; skip and report bad ones.
 
     Args:
       paths: image files, e.g. from `list_image_files`.
+      prep: Preprocessing settings.
+      workers: decoding processes (see `decode_into`).
       log: where progress and the skip report go (a print-like function).
 
     Returns:
@@ -161,34 +260,149 @@ def load_faces(paths, crop_h=108, crop_w=108, resize_h=64, resize_w=64,
       the N usable files in `kept` (same order as `paths`); skipped is a list
       of (path, reason) for the files left out.
     """
-    images = np.empty((len(paths), resize_h, resize_w, 3), np.uint8)
-    kept, skipped = [], []
-    started = last_report = time.monotonic()
-    with warnings.catch_warnings():
-        # Pillow warns (rather than fails) on large or odd files; a warning
-        # would otherwise print once per file and hide the summary.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        for i, path in enumerate(paths):
-            try:
-                images[len(kept)] = load_face(path, crop_h, crop_w, resize_h,
-                                              resize_w, is_crop)
-                kept.append(path)
-            except BadImageError as error:
-                skipped.append((path, str(error)))
-            now = time.monotonic()
-            if now - last_report > 5 and i + 1 < len(paths):
-                rate = (i + 1) / (now - started)
-                log(f"  preprocessed {i + 1}/{len(paths)} images "
-                    f"({rate:.0f}/s, {(len(paths) - i - 1) / rate:.0f}s left)")
-                last_report = now
-    if skipped:
-        log(f"warning: skipped {len(skipped)} of {len(paths)} files that are "
-            f"not usable faces:")
-        for path, reason in skipped[:20]:
-            log(f"  {path}: {reason}")
-        if len(skipped) > 20:
-            log(f"  ... and {len(skipped) - 20} more")
+    images = np.empty((len(paths), prep.resize_h, prep.resize_w, 3), np.uint8)
+    kept, skipped = decode_into(paths, prep, images, workers, log)
+    report_skipped(skipped, len(paths), log)
     return images[:len(kept)], kept, skipped
+
+
+CACHE_FORMAT = 1  # bump when the cache layout or the preprocessing code changes
+
+
+class FaceCache:
+    """The preprocessed images of one data folder, memory-mapped from disk.
+
+    Two files per data folder in `cache_dir`: `<name>-<hash>.npy`, uint8
+    [N, H, W, 3] with the usable images first, and `<name>-<hash>.json`, the
+    manifest: source folder, every file's relative path, size and mtime, the
+    preprocessing settings, the format version, the usable count and the
+    skipped files with their reasons. The manifest is written last, after
+    the array is complete and renamed into place, so a build that is killed
+    leaves no manifest and is never used.
+    """
+
+    def __init__(self, cache_dir, data_root):
+        self.root = Path(data_root).resolve()
+        tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        stem = f"{self.root.name or 'root'}-{tag}"
+        self.array_path = Path(cache_dir) / f"{stem}.npy"
+        self.manifest_path = Path(cache_dir) / f"{stem}.json"
+
+    def _fingerprint(self, files):
+        rows = []
+        for path in files:
+            try:
+                info = os.stat(path)
+                rows.append([os.path.relpath(path, self.root), info.st_size, info.st_mtime_ns])
+            except OSError:  # e.g. a dangling link: decoding will skip it too
+                rows.append([os.path.relpath(path, self.root), -1, -1])
+        return rows
+
+    def _manifest(self):
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def stale_reason(self, files, prep):
+        """Why the cache cannot serve `files` with `prep`; None if it can."""
+        manifest = self._manifest()
+        if manifest is None:
+            return ("no cache yet" if not self.manifest_path.exists()
+                    else "its manifest is unreadable")
+        if manifest.get("format") != CACHE_FORMAT:
+            return f"cache format {manifest.get('format')} is out of date"
+        settings = dataclasses.asdict(prep)
+        changed = [f"{name} {manifest['settings'].get(name)} -> {value}"
+                   for name, value in settings.items()
+                   if manifest["settings"].get(name) != value]
+        if changed:
+            return "the preprocessing changed: " + ", ".join(changed)
+        old = {row[0]: tuple(row[1:]) for row in manifest["files"]}
+        new = {row[0]: tuple(row[1:]) for row in self._fingerprint(files)}
+        added, removed = len(new.keys() - old.keys()), len(old.keys() - new.keys())
+        modified = sum(old[name] != new[name] for name in new.keys() & old.keys())
+        if added or removed or modified:
+            return (f"the folder changed: {added} file(s) added, {removed} removed, "
+                    f"{modified} modified")
+        try:
+            array = np.load(self.array_path, mmap_mode="r")
+        except (OSError, ValueError):
+            return "its image file is missing or damaged"
+        if array.shape != (len(files), prep.resize_h, prep.resize_w, 3):
+            return "its image file does not match the manifest"
+        return None
+
+    def load(self):
+        """(images memmap [N, H, W, 3], kept paths, skipped (path, reason))."""
+        manifest = self._manifest()
+        images = np.load(self.array_path, mmap_mode="r")[:manifest["count"]]
+        skipped = [(str(self.root / name), reason) for name, reason in manifest["skipped"]]
+        bad = {name for name, _ in manifest["skipped"]}
+        kept = [str(self.root / row[0]) for row in manifest["files"] if row[0] not in bad]
+        return images, kept, skipped
+
+    def build(self, files, prep, workers=None, log=print):
+        """Decode `files` into the cache (see the class docstring); then `load`."""
+        self.array_path.parent.mkdir(parents=True, exist_ok=True)
+        self.manifest_path.unlink(missing_ok=True)
+        for leftover in self.array_path.parent.glob(self.array_path.name + ".partial*"):
+            leftover.unlink(missing_ok=True)  # from a build that was killed
+        partial = Path(f"{self.array_path}.partial{os.getpid()}")
+        fingerprint = self._fingerprint(files)
+        started = time.monotonic()
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
+                                        shape=(len(files), prep.resize_h, prep.resize_w, 3))
+        kept, skipped = decode_into(files, prep, out, workers, log)
+        out.flush()
+        del out
+        os.replace(partial, self.array_path)
+        manifest = {
+            "format": CACHE_FORMAT,
+            "source": str(self.root),
+            "settings": dataclasses.asdict(prep),
+            "count": len(kept),
+            "skipped": [[os.path.relpath(path, self.root), reason] for path, reason in skipped],
+            "files": fingerprint,
+        }
+        partial_manifest = Path(f"{self.manifest_path}.partial{os.getpid()}")
+        partial_manifest.write_text(json.dumps(manifest))
+        os.replace(partial_manifest, self.manifest_path)
+        elapsed = time.monotonic() - started
+        log(f"cached {len(kept)} images in {elapsed:.1f}s "
+            f"({len(files) / max(elapsed, 1e-9):.0f} images/s) at {self.array_path}")
+        return self.load()
+
+
+def load_dataset(data_root, prep=Preprocessing(), cache_dir=None, workers=None, log=print):
+    """Every usable image of a folder, preprocessed; through the cache if given.
+
+    Args:
+      data_root: folder of face images (see `list_image_files`).
+      prep: Preprocessing settings.
+      cache_dir: folder of the preprocessed-image cache, or None to decode
+        into memory without one.
+      workers: decoding processes (see `decode_into`).
+      log: a print-like function for progress and the skip report.
+
+    Returns:
+      (images, kept, skipped) as in `load_faces`; images is a read-only
+      memory map when it comes from the cache.
+    """
+    files = list_image_files(data_root)
+    if not cache_dir:
+        log(f"preprocessing {len(files)} images from {data_root}")
+        return load_faces(files, prep, workers, log)
+    cache = FaceCache(cache_dir, data_root)
+    reason = cache.stale_reason(files, prep)
+    if reason is None:
+        images, kept, skipped = cache.load()
+        log(f"using cached images {cache.array_path} ({len(kept)} of {len(files)} files)")
+    else:
+        log(f"preprocessing {len(files)} images from {data_root} into the cache ({reason})")
+        images, kept, skipped = cache.build(files, prep, workers, log)
+    report_skipped(skipped, len(files), log)
+    return images, kept, skipped
 
 
 def to_unit_range(images):
@@ -231,13 +445,15 @@ class BatchStream:
     continues the data order exactly with `start_batch=s`.
     """
 
-    def __init__(self, images, batch_size, seed, start_batch=0):
+    def __init__(self, images, batch_size, seed, start_batch=0, flip=False):
         """
         Args:
           images: array [N, H, W, C]; N must be at least batch_size.
           batch_size: images per batch.
           seed: the run seed.
           start_batch: how many batches the run has already consumed.
+          flip: mirror a random half of each batch left-right (augmentation;
+            which ones depends only on the seed and the batch number).
         """
         if len(images) < batch_size:
             raise ValueError(
@@ -246,6 +462,8 @@ class BatchStream:
         self.images = images
         self.batch_size = batch_size
         self.seed = seed
+        self.flip = flip
+        self.batch_number = start_batch
         self.epoch, self.index = divmod(start_batch * batch_size, len(images))
         self._order = self._permutation(self.epoch)
 
@@ -270,7 +488,12 @@ class BatchStream:
         return self
 
     def __next__(self):
-        return self.images[self.next_indices()]
+        batch = self.images[self.next_indices()]  # a copy, even from a memmap
+        if self.flip:
+            mirror = run_rng(self.seed, STREAM_FLIP, self.batch_number).random(len(batch)) < 0.5
+            batch[mirror] = batch[mirror, :, ::-1]
+        self.batch_number += 1
+        return batch
 
 
 def grid_shape(num):
@@ -519,6 +742,11 @@ def main(argv=None):
                         help="draw synthetic CelebA-format faces into DIR")
     action.add_argument("--preview", metavar="OUT.png",
                         help="write a grid of preprocessed faces from --data_root")
+    action.add_argument("--build_cache", action="store_true",
+                        help="preprocess --data_root into --cache_dir now (training "
+                             "does it on its first run otherwise)")
+    parser.add_argument("--cache_dir", default="cache",
+                        help="folder of the preprocessed-image cache (--build_cache)")
     parser.add_argument("--num", type=int, default=2000,
                         help="faces to draw (--make_demo_data) or show (--preview)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo faces")
@@ -536,13 +764,20 @@ def main(argv=None):
     if args.make_demo_data:
         make_demo_data(args.make_demo_data, args.num, args.seed)
         return 0
+    prep = Preprocessing(args.crop_h, args.crop_w, args.resize_h, args.resize_w, args.is_crop)
     try:
+        if args.build_cache:
+            load_dataset(args.data_root, prep, args.cache_dir)
+            return 0
         files = list_image_files(args.data_root)[:args.num]
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    images, kept, _ = load_faces(files, args.crop_h, args.crop_w, args.resize_h,
-                                 args.resize_w, args.is_crop)
+    images, kept, _ = load_faces(files, prep)
+    if not kept:
+        print(f"error: none of the first {len(files)} files in {args.data_root} is usable",
+              file=sys.stderr)
+        return 1
     save_grid(to_unit_range(images), args.preview)
     print(f"wrote {args.preview}: {len(kept)} preprocessed faces from {args.data_root}")
     return 0

@@ -41,6 +41,9 @@ class RunConfig:
         default="samples", metadata={"help": "sample grids train_<step>.png"})
     log_dir: str = dataclasses.field(
         default="logs", metadata={"help": "TensorBoard event files"})
+    cache_dir: str = dataclasses.field(
+        default="cache", metadata={"help": "preprocessed-image cache, reused while the "
+                                           "folder and settings match ('' = none)"})
     max_steps: int = dataclasses.field(
         default=20000, metadata={"help": "train until the global step reaches this"})
     log_every: int = dataclasses.field(
@@ -234,6 +237,12 @@ class TrainResult:
     stopped_by: int = None    # signal number if interrupted, else None
 
 
+def preprocessing(hparams):
+    """The data preprocessing that a run's hyperparameters ask for."""
+    return generate_face.Preprocessing(hparams.crop_h, hparams.crop_w, hparams.output_h,
+                                       hparams.output_w, hparams.is_crop)
+
+
 def build_input(images, hparams, stream_start):
     """A tf.data iterator over the run's batch stream, uint8 in the graph.
 
@@ -242,7 +251,7 @@ def build_input(images, hparams, stream_start):
     """
     def batches():
         stream = generate_face.BatchStream(images, hparams.batch_size, hparams.seed,
-                                           start_batch=stream_start[0])
+                                           start_batch=stream_start[0], flip=hparams.flip)
         yield from stream
 
     shape = [hparams.batch_size, hparams.output_h, hparams.output_w, 3]
@@ -251,35 +260,25 @@ def build_input(images, hparams, stream_start):
     return tf1.data.make_initializable_iterator(dataset)
 
 
-def train(run, overrides=None, log=print):
-    """Train (or resume) a run. See the module docstring.
+@dataclasses.dataclass
+class TrainingGraph:
+    """Everything the training loop runs (see build_training_graph)."""
+    graph: tf.Graph
+    iterator: object          # tf.data iterator over uint8 batches
+    stream_start: list        # [batches already consumed], read at iterator init
+    z: tf.Tensor              # placeholder [None, z_dim]
+    gan: object               # gan_model.GanGraph
+    global_step: tf.Variable
+    d_train_op: tf.Operation
+    g_train_op: tf.Operation
+    samples: tf.Tensor        # 8x8 sample batch from the fixed z, inference mode
+    samples_summary: tf.Tensor
+    saver: tf1.train.Saver
+    init: tf.Operation
 
-    Args:
-      run: RunConfig.
-      overrides: hyperparameters given explicitly ({name: value}).
-      log: a print-like function for progress output.
 
-    Returns:
-      TrainResult.
-    """
-    hparams, checkpoint, changes = resolve_hparams(run.ckpt_dir, overrides or {})
-    if checkpoint:
-        log(f"resuming from {checkpoint} (step {step_of(checkpoint)})")
-        for name, (old, new) in changes.items():
-            log(f"  {name}: {old} -> {new}")
-    else:
-        log(f"new run in {run.ckpt_dir}, seed {hparams.seed}")
-
-    files = generate_face.list_image_files(run.data_root)
-    log(f"preprocessing {len(files)} images from {run.data_root}")
-    images, kept, _ = generate_face.load_faces(
-        files, hparams.crop_h, hparams.crop_w, hparams.output_h, hparams.output_w,
-        hparams.is_crop, log=log)
-    if len(kept) < hparams.batch_size:
-        raise ValueError(f"only {len(kept)} usable images in {run.data_root}, fewer than "
-                         f"one batch of {hparams.batch_size}; add images or lower --batch_size")
-    log(f"training on {len(kept)} images")
-
+def build_training_graph(hparams, images, keep_checkpoints=5):
+    """The whole training graph over `images` (uint8 [N, H, W, 3]), finalized."""
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(hparams.seed)
@@ -302,13 +301,51 @@ def train(run, overrides=None, log=print):
         samples_summary = tf1.summary.image("samples", image_grid(samples, rows, cols))
 
         # Built last, so that it saves the optimizers' slots and the step too.
-        saver = tf1.train.Saver(max_to_keep=run.keep_checkpoints, save_relative_paths=True)
+        saver = tf1.train.Saver(max_to_keep=keep_checkpoints, save_relative_paths=True)
         init = tf1.global_variables_initializer()
     graph.finalize()  # the loop must not grow the graph
+    return TrainingGraph(graph, iterator, stream_start, z, gan, global_step, d_train_op,
+                         g_train_op, samples, samples_summary, saver, init)
 
+
+def session_config():
+    """Session settings that suit CPU and GPU alike."""
     config = tf1.ConfigProto(allow_soft_placement=True)
-    config.gpu_options.allow_growth = True
-    with tf1.Session(graph=graph, config=config) as sess:
+    config.gpu_options.allow_growth = True  # share a GPU rather than grab all of it
+    return config
+
+
+def train(run, overrides=None, log=print):
+    """Train (or resume) a run. See the module docstring.
+
+    Args:
+      run: RunConfig.
+      overrides: hyperparameters given explicitly ({name: value}).
+      log: a print-like function for progress output.
+
+    Returns:
+      TrainResult.
+    """
+    hparams, checkpoint, changes = resolve_hparams(run.ckpt_dir, overrides or {})
+    if checkpoint:
+        log(f"resuming from {checkpoint} (step {step_of(checkpoint)})")
+        for name, (old, new) in changes.items():
+            log(f"  {name}: {old} -> {new}")
+    else:
+        log(f"new run in {run.ckpt_dir}, seed {hparams.seed}")
+
+    images, kept, _ = generate_face.load_dataset(
+        run.data_root, preprocessing(hparams), run.cache_dir or None, log=log)
+    if len(kept) < hparams.batch_size:
+        raise ValueError(f"only {len(kept)} usable images in {run.data_root}, fewer than "
+                         f"one batch of {hparams.batch_size}; add images or lower --batch_size")
+    log(f"training on {len(kept)} images")
+
+    parts = build_training_graph(hparams, images, run.keep_checkpoints)
+    graph, saver, iterator, z, gan = parts.graph, parts.saver, parts.iterator, parts.z, parts.gan
+    global_step, samples, samples_summary = parts.global_step, parts.samples, parts.samples_summary
+    d_train_op, g_train_op = parts.d_train_op, parts.g_train_op
+    with tf1.Session(graph=graph, config=session_config()) as sess:
         if checkpoint:
             check_checkpoint_fits(checkpoint, graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES))
             saver.restore(sess, checkpoint)
@@ -319,11 +356,11 @@ def train(run, overrides=None, log=print):
                  for path in state.all_model_checkpoint_paths
                  if os.path.exists(path + ".index")])
         else:
-            sess.run(init)
+            sess.run(parts.init)
             Path(run.ckpt_dir).mkdir(parents=True, exist_ok=True)
             save_run_hparams(run.ckpt_dir, hparams)
         step = int(sess.run(global_step))
-        stream_start[0] = step
+        parts.stream_start[0] = step
         sess.run(iterator.initializer)
         writer = tf1.summary.FileWriter(run.log_dir, graph=None if checkpoint else graph)
         prefix = str(Path(run.ckpt_dir) / CKPT_PREFIX)

@@ -41,7 +41,8 @@ def run_flags(root, data_root, max_steps, *extra, tiny=True):
     """
     return ["--data_root", str(data_root), "--ckpt_dir", str(root / "ckpt"),
             "--samples_dir", str(root / "samples"), "--log_dir", str(root / "logs"),
-            "--max_steps", str(max_steps), *(TINY if tiny else []), *extra]
+            "--cache_dir", str(root / "cache"), "--max_steps", str(max_steps),
+            *(TINY if tiny else []), *extra]
 
 
 @pytest.fixture(scope="session")

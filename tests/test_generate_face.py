@@ -41,7 +41,7 @@ def test_centre_crop_takes_the_celeba_window(tmp_path):
     assert face.shape == (64, 64, 3) and face.dtype == np.uint8
     assert face[..., 0].min() >= 250 and face[..., 2].max() <= 5
 
-    whole = gf.load_face(tmp_path / "window.png", is_crop=False)
+    whole = gf.load_face(tmp_path / "window.png", gf.Preprocessing(is_crop=False))
     assert whole[..., 2].max() > 200  # without the crop the border shows
 
 
