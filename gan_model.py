@@ -15,6 +15,10 @@ import tensorflow as tf
 tf1 = tf.compat.v1
 
 
+# Compute types of --precision. Variables are float32 in both.
+PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16}
+
+
 def _knob(default, help):
     return dataclasses.field(default=default, metadata={"help": help})
 
@@ -47,6 +51,8 @@ class HParams:
     learning_rate: float = _knob(2e-4, "Adam learning rate of both networks")
     beta1: float = _knob(0.5, "Adam beta1 (momentum) of both networks")
     seed: int = _knob(0, "seed of weights, data order and z")
+    precision: str = _knob("fp32", "fp32, or bf16: convolutions and matmuls in bfloat16, "
+                                   "variables, batch-norm statistics, losses and Adam in fp32")
 
     # Fields that decide variable shapes: a checkpoint only fits a graph
     # built with the same values.
@@ -72,6 +78,9 @@ class HParams:
                 found.append(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.lrelu_slope < 1:
             found.append(f"--lrelu_slope must be in [0, 1), got {self.lrelu_slope}")
+        if self.precision not in PRECISIONS:
+            found.append(f"--precision must be one of {', '.join(PRECISIONS)}, "
+                         f"got {self.precision!r}")
         if self.seed < 0:
             found.append(f"--seed must be 0 or more, got {self.seed}")
         return found
@@ -111,6 +120,7 @@ class HParams:
             kind = fields[name].type
             # JSON has one number type: accept 2 for a float, refuse 2.5 for an int.
             ok = (isinstance(value, bool) if kind is bool else
+                  isinstance(value, str) if kind is str else
                   isinstance(value, int) and not isinstance(value, bool) if kind is int else
                   isinstance(value, (int, float)) and not isinstance(value, bool))
             if not ok:
@@ -135,32 +145,39 @@ class HParams:
 # variable scope, so calling a network a second time (AUTO_REUSE) shares them.
 # ---------------------------------------------------------------------------
 
-def _weights(name, shape, stddev, truncated):
+def _weights(name, shape, stddev, truncated, dtype):
+    """A float32 weight variable, read as `dtype` (the layer's compute type)."""
     init = (tf1.truncated_normal_initializer(stddev=stddev) if truncated
             else tf1.random_normal_initializer(stddev=stddev))
-    return tf1.get_variable(name, shape, tf.float32, init)
+    return tf.cast(tf1.get_variable(name, shape, tf.float32, init), dtype)
 
 
-def _bias(shape):
-    return tf1.get_variable("b", shape, tf.float32, tf1.zeros_initializer())
+def _add_bias(y, units):
+    b = tf1.get_variable("b", [units], tf.float32, tf1.zeros_initializer())
+    return tf.nn.bias_add(y, tf.cast(b, y.dtype))
 
 
-def linear(x, units, stddev, name):
+# Layers compute in the dtype of their input (float32, or bfloat16 for mixed
+# precision) while their variables stay float32. `bias=False` is for layers
+# followed by batch norm, whose offset makes a bias redundant.
+
+def linear(x, units, stddev, name, bias=True):
     """Dense layer: x [N, in] -> [N, units]."""
     with tf1.variable_scope(name):
-        w = _weights("w", [x.shape[-1], units], stddev, truncated=False)
-        return tf.matmul(x, w) + _bias([units])
+        w = _weights("w", [x.shape[-1], units], stddev, False, x.dtype)
+        y = tf.matmul(x, w)
+        return _add_bias(y, units) if bias else y
 
 
-def conv2d(x, filters, stddev, name):
+def conv2d(x, filters, stddev, name, bias=True):
     """5x5 convolution with stride 2: [N, H, W, C] -> [N, H/2, W/2, filters]."""
     with tf1.variable_scope(name):
-        w = _weights("w", [5, 5, x.shape[-1], filters], stddev, truncated=True)
+        w = _weights("w", [5, 5, x.shape[-1], filters], stddev, True, x.dtype)
         y = tf.nn.conv2d(x, w, strides=[1, 2, 2, 1], padding="SAME")
-        return tf.nn.bias_add(y, _bias([filters]))
+        return _add_bias(y, filters) if bias else y
 
 
-def deconv2d(x, filters, stddev, name):
+def deconv2d(x, filters, stddev, name, bias=True):
     """5x5 transposed convolution, stride 2: [N, H, W, C] -> [N, 2H, 2W, filters].
 
     The output shape takes the batch size from the tensor at run time, so
@@ -168,11 +185,11 @@ def deconv2d(x, filters, stddev, name):
     """
     with tf1.variable_scope(name):
         height, width = 2 * x.shape[1], 2 * x.shape[2]
-        w = _weights("w", [5, 5, filters, x.shape[-1]], stddev, truncated=True)
+        w = _weights("w", [5, 5, filters, x.shape[-1]], stddev, True, x.dtype)
         out_shape = tf.stack([tf.shape(x)[0], height, width, filters])
         y = tf.nn.conv2d_transpose(x, w, out_shape, strides=[1, 2, 2, 1], padding="SAME")
         y.set_shape([None, height, width, filters])
-        return tf.nn.bias_add(y, _bias([filters]))
+        return _add_bias(y, filters) if bias else y
 
 
 def batch_norm(x, name, is_training, epsilon, momentum, updates=None):
@@ -208,8 +225,24 @@ def batch_norm(x, name, is_training, epsilon, momentum, updates=None):
         return y
 
 
-def lrelu(x, slope):
-    return tf.maximum(x, slope * x)
+def leaky_relu(x, slope):
+    """max(x, slope * x), with its gradient computed from the output.
+
+    For slope >= 0 the output is positive exactly where the input is, so the
+    gradient needs only the output. TensorFlow's own gradient reads the
+    input instead, and then grappler's remapper, fusing conv + bias + leaky
+    ReLU, breaks that reference, fails, and drops every fusion of the
+    training graph. Measured with bench/train_speed.py: 3% faster in fp32
+    and 4% in bf16.
+    """
+    @tf.custom_gradient
+    def activation(features):
+        y = tf.nn.leaky_relu(features, slope)
+
+        def gradient(dy):
+            return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=slope)
+        return y, gradient
+    return activation(x)
 
 
 @dataclasses.dataclass
@@ -240,6 +273,7 @@ class ganModel:
 
     def __init__(self, hparams):
         self.hp = hparams.validate()
+        self.compute_dtype = PRECISIONS[hparams.precision]
         # Moving-average update ops per network, filled while building.
         self.bn_updates = {"generator": [], "discriminator": []}
 
@@ -258,21 +292,22 @@ class ganModel:
                                          hp.bn_momentum, updates))
 
         with tf1.variable_scope("generator", reuse=tf1.AUTO_REUSE):
-            x = linear(z, h16 * w16 * hp.gf_dim * 8, hp.init_stddev, "linear")
+            x = tf.cast(z, self.compute_dtype)
+            x = linear(x, h16 * w16 * hp.gf_dim * 8, hp.init_stddev, "linear", bias=False)
             x = tf.reshape(x, [-1, h16, w16, hp.gf_dim * 8])
-            x = bn_relu(x, "bn0")                                      # [N, 4, 4, gf*8]
-            x = bn_relu(deconv2d(x, hp.gf_dim * 4, hp.init_stddev, "deconv1"), "bn1")  # 8x8
-            x = bn_relu(deconv2d(x, hp.gf_dim * 2, hp.init_stddev, "deconv2"), "bn2")  # 16x16
-            x = bn_relu(deconv2d(x, hp.gf_dim, hp.init_stddev, "deconv3"), "bn3")      # 32x32
-            x = deconv2d(x, 3, hp.init_stddev, "deconv4")              # [N, 64, 64, 3]
-            return tf.tanh(x)
+            x = bn_relu(x, "bn0")                                                 # [N, 4, 4, gf*8]
+            x = bn_relu(deconv2d(x, hp.gf_dim * 4, hp.init_stddev, "deconv1", False), "bn1")  # 8x8
+            x = bn_relu(deconv2d(x, hp.gf_dim * 2, hp.init_stddev, "deconv2", False), "bn2")  # 16x16
+            x = bn_relu(deconv2d(x, hp.gf_dim, hp.init_stddev, "deconv3", False), "bn3")      # 32x32
+            x = deconv2d(x, 3, hp.init_stddev, "deconv4")                         # [N, 64, 64, 3]
+            return tf.cast(tf.tanh(x), tf.float32)
 
     def discriminator(self, images, is_training, update_moving_stats=False):
         """D: images [N, output_h, output_w, 3] in [-1, 1] -> (probability, logits).
 
-        Both outputs are [N, 1]. D sees real and generated batches in two
-        separate calls (each normalised with its own batch statistics, as in
-        the classic DCGAN); only the call with `update_moving_stats` moves
+        Both outputs are float32 [N, 1]. D sees real and generated batches in
+        two separate calls (each normalised with its own batch statistics, as
+        in the classic DCGAN); only the call with `update_moving_stats` moves
         the moving averages, so two calls never race to update them.
         """
         hp = self.hp
@@ -280,16 +315,19 @@ class ganModel:
                    if is_training and update_moving_stats else None)
 
         def bn_lrelu(x, name):
-            return lrelu(batch_norm(x, name, is_training, hp.bn_epsilon,
-                                    hp.bn_momentum, updates), hp.lrelu_slope)
+            return leaky_relu(batch_norm(x, name, is_training, hp.bn_epsilon,
+                                         hp.bn_momentum, updates), hp.lrelu_slope)
 
         with tf1.variable_scope("discriminator", reuse=tf1.AUTO_REUSE):
-            x = lrelu(conv2d(images, hp.df_dim, hp.init_stddev, "conv0"), hp.lrelu_slope)  # 32x32
-            x = bn_lrelu(conv2d(x, hp.df_dim * 2, hp.init_stddev, "conv1"), "bn1")  # 16x16
-            x = bn_lrelu(conv2d(x, hp.df_dim * 4, hp.init_stddev, "conv2"), "bn2")  # 8x8
-            x = bn_lrelu(conv2d(x, hp.df_dim * 8, hp.init_stddev, "conv3"), "bn3")  # 4x4
+            x = tf.cast(images, self.compute_dtype)
+            x = leaky_relu(conv2d(x, hp.df_dim, hp.init_stddev, "conv0"),
+                           hp.lrelu_slope)                                        # [N, 32, 32, df]
+            x = bn_lrelu(conv2d(x, hp.df_dim * 2, hp.init_stddev, "conv1", False), "bn1")  # 16x16
+            x = bn_lrelu(conv2d(x, hp.df_dim * 4, hp.init_stddev, "conv2", False), "bn2")  # 8x8
+            x = bn_lrelu(conv2d(x, hp.df_dim * 8, hp.init_stddev, "conv3", False), "bn3")  # 4x4
             flat_size = x.shape[1] * x.shape[2] * x.shape[3]
             logits = linear(tf.reshape(x, [-1, flat_size]), 1, hp.init_stddev, "linear")
+            logits = tf.cast(logits, tf.float32)  # losses are always computed in float32
             return tf.sigmoid(logits), logits
 
     def build_model(self, real_images, z):

@@ -193,3 +193,46 @@ def test_hparams_json_round_trip_and_bad_files(tmp_path):
 def test_architecture_differences():
     assert HParams().architecture_differences(HParams(learning_rate=1.0)) == []
     assert HParams().architecture_differences(HParams(gf_dim=8)) == [("gf_dim", 64, 8)]
+
+
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+def test_leaky_relu_value_and_gradient_match_tensorflows(slope):
+    from gan_model import leaky_relu
+    rng = np.random.default_rng(0)
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        x = tf.constant(rng.normal(size=(4, 5)), tf.float32)
+        weights = tf.constant(rng.normal(size=(4, 5)), tf.float32)
+        fetches = []
+        for activation in (leaky_relu, tf.nn.leaky_relu):
+            y = activation(x, slope)
+            fetches.append((y, tf.gradients(tf.reduce_sum(y * weights), x)[0]))
+        (ours, ours_grad), (theirs, theirs_grad) = sess.run(fetches)
+    np.testing.assert_allclose(ours, theirs)
+    np.testing.assert_allclose(ours_grad, theirs_grad)
+
+
+def test_bf16_computes_in_bfloat16_and_keeps_float32_state():
+    parts = build(dataclasses.replace(TINY, precision="bf16"))
+    graph, sess = parts["graph"], parts["sess"]
+    conv_types = {op.get_attr("T") for op in graph.get_operations()
+                  if op.type in ("Conv2D", "Conv2DBackpropInput", "MatMul")}
+    assert conv_types == {tf.bfloat16}
+    state = [v for v in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
+             if v.op.name != "global_step"]  # the step counter is int64
+    assert {v.dtype.base_dtype for v in state} == {tf.float32}
+    gan = parts["gan"]
+    for tensor in (gan.d_loss, gan.g_loss, gan.fake_images, gan.d_real_logits):
+        assert tensor.dtype == tf.float32
+    before = sess.run(variable(parts, "generator/bn1/moving_variance"))
+    for step in range(3):
+        sess.run(parts["d_op"], feed(parts, 4, seed=step))
+        sess.run(parts["g_op"], feed(parts, 4, seed=step))
+    losses = sess.run([gan.d_loss, gan.g_loss], feed(parts, 4))
+    assert np.all(np.isfinite(losses))
+    assert not np.array_equal(before, sess.run(variable(parts, "generator/bn1/moving_variance")))
+    parts["sess"].close()
+
+
+def test_precision_flag_is_validated():
+    with pytest.raises(ValueError, match="--precision must be one of fp32, bf16"):
+        HParams(precision="fp8").validate()

@@ -176,3 +176,14 @@ def test_readme_documents_every_training_flag():
         for flag in action.option_strings:
             if flag.startswith("--") and flag != "--help":
                 assert f"`{flag}`" in readme, f"{flag} is missing from README.md"
+
+
+def test_precision_may_change_on_resume_and_bf16_checkpoints_predict(tmp_path, demo_dir):
+    import predict_gan
+    assert train_gan.main(run_flags(tmp_path, demo_dir, 2, "--precision", "bf16")) == 0
+    log = []
+    result = train_gan.train(*train_gan.parse_flags(
+        run_flags(tmp_path, demo_dir, 3, "--precision", "fp32")), log=log.append)
+    assert result.step == 3 and "  precision: bf16 -> fp32" in log
+    out, _ = predict_gan.predict(tmp_path / "ckpt", num=2, out=tmp_path / "face.png")
+    assert Image.open(out).size == (128, 64)
