@@ -366,8 +366,12 @@ class ganModel:
             summary.histogram("hist/z", z),
             summary.histogram("hist/D_x", d_real_prob),
             summary.histogram("hist/D_G_z", d_fake_prob),
+            summary.scalar("train/learning_rate_d", tf.constant(self.hp.learning_rate)),
         ])
-        g_summary = summary.merge([summary.scalar("loss/g_loss", g_loss)])
+        g_summary = summary.merge([
+            summary.scalar("loss/g_loss", g_loss),
+            summary.scalar("train/learning_rate_g", tf.constant(self.hp.learning_rate)),
+        ])
         return GanGraph(d_loss, d_loss_real, d_loss_fake, g_loss, d_real, d_fake,
                         d_real_logits, d_fake_logits, fake_images, d_summary, g_summary)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp_api
 
 import generate_face
 from gan_model import HParams, ganModel, image_grid, images_from_uint8
@@ -41,6 +42,9 @@ class RunConfig:
         default="samples", metadata={"help": "sample grids train_<step>.png"})
     log_dir: str = dataclasses.field(
         default="logs", metadata={"help": "TensorBoard event files"})
+    run_name: str = dataclasses.field(
+        default="", metadata={"help": "name of the run in TensorBoard; its logs go to "
+                                      "--log_dir/<run_name> (default: --ckpt_dir's folder name)"})
     cache_dir: str = dataclasses.field(
         default="cache", metadata={"help": "preprocessed-image cache, reused while the "
                                            "folder and settings match ('' = none)"})
@@ -298,7 +302,11 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
             "sample_z", initializer=generate_face.fixed_sample_z(
                 hparams.seed, rows * cols, hparams.z_dim), trainable=False)
         samples = model.generator(sample_z, is_training=False)
-        samples_summary = tf1.summary.image("samples", image_grid(samples, rows, cols))
+        # Written on sample steps only: the grid, and every layer's weights.
+        samples_summary = tf1.summary.merge(
+            [tf1.summary.image("samples", image_grid(samples, rows, cols))]
+            + [tf1.summary.histogram(f"weights/{v.op.name}", v)
+               for v in tf1.trainable_variables() if v.op.name.endswith("/w")])
 
         # Built last, so that it saves the optimizers' slots and the step too.
         saver = tf1.train.Saver(max_to_keep=keep_checkpoints, save_relative_paths=True)
@@ -306,6 +314,20 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
     graph.finalize()  # the loop must not grow the graph
     return TrainingGraph(graph, iterator, stream_start, z, gan, global_step, d_train_op,
                          g_train_op, samples, samples_summary, saver, init)
+
+
+def run_log_dir(run):
+    """The TensorBoard folder of a run: --log_dir/<run_name>."""
+    return Path(run.log_dir) / (run.run_name or Path(run.ckpt_dir).resolve().name)
+
+
+def hparams_summary(hparams, run, name):
+    """The run's hyperparameters for TensorBoard's HParams dashboard.
+
+    Serialized, since TensorBoard's Summary class is not TensorFlow's.
+    """
+    values = {**hparams.to_dict(), "data_root": str(run.data_root)}
+    return hp_api.hparams_pb(values, trial_id=name).SerializeToString()
 
 
 def session_config():
@@ -362,7 +384,14 @@ def train(run, overrides=None, log=print):
         step = int(sess.run(global_step))
         parts.stream_start[0] = step
         sess.run(iterator.initializer)
-        writer = tf1.summary.FileWriter(run.log_dir, graph=None if checkpoint else graph)
+        log_dir = run_log_dir(run)
+        writer = tf1.summary.FileWriter(str(log_dir), graph=None if checkpoint else graph)
+        if checkpoint:
+            # TensorBoard drops the earlier files' events from this step on
+            # (what the interrupted run logged after its last checkpoint), so
+            # the resumed run neither duplicates nor restarts its steps.
+            writer.add_session_log(tf1.SessionLog(status=tf1.SessionLog.START), step + 1)
+        writer.add_summary(hparams_summary(hparams, run, log_dir.name), step)
         prefix = str(Path(run.ckpt_dir) / CKPT_PREFIX)
 
         def save():
@@ -409,10 +438,13 @@ def train(run, overrides=None, log=print):
                         f"{g_loss}); nothing after the last checkpoint ({last_saved}) was "
                         f"saved. Resume from it with a lower --learning_rate")
                 if report:
-                    writer.add_summary(d_out[4], step)
-                    writer.add_summary(g_out[2], step)
                     now = time.monotonic()
                     rate = (step - window_step) / max(now - window_time, 1e-9)
+                    writer.add_summary(d_out[4], step)
+                    writer.add_summary(g_out[2], step)
+                    writer.add_summary(tf1.Summary(value=[tf1.Summary.Value(
+                        tag="perf/images_per_sec", simple_value=rate * hparams.batch_size)]),
+                        step)
                     log(f"step {step}/{run.max_steps}  d_loss {d_loss:.3f}  g_loss {g_loss:.3f}"
                         f"  D(x) {d_real:.3f}  D(G(z)) {d_fake:.3f}"
                         f"  {rate * hparams.batch_size:.1f} img/s"

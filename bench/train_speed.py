@@ -17,6 +17,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -87,10 +88,16 @@ def matmul_rate(dtype, size=2048, repeats=10):
 
 
 class TensorFlowRun:
-    """The real training graph in a live Session, ready to time."""
+    """The real training graph in a live Session, ready to time.
 
-    def __init__(self, hparams):
+    With `summary_dir`, every step also fetches the scalar and histogram
+    summaries and writes them there (train_gan.py does that every
+    --log_every steps only), to show what logging costs.
+    """
+
+    def __init__(self, hparams, summary_dir=None):
         self.hparams = hparams
+        self.writer = summary_dir and tf1.summary.FileWriter(summary_dir)
         images = np.random.default_rng(0).integers(0, 256, (512, hparams.output_h,
                                                             hparams.output_w, 3), np.uint8)
         self.parts = train_gan.build_training_graph(hparams, images)
@@ -102,6 +109,14 @@ class TensorFlowRun:
 
     def step(self):
         parts = self.parts
+        if self.writer:
+            d_out = self.sess.run([parts.d_train_op, parts.gan.d_loss, parts.gan.d_summary],
+                                  self.feed)
+            g_out = self.sess.run([parts.g_train_op, parts.gan.g_loss, parts.gan.g_summary],
+                                  self.feed)
+            self.writer.add_summary(d_out[2])
+            self.writer.add_summary(g_out[2])
+            return d_out[1], g_out[1]
         d_loss = self.sess.run([parts.d_train_op, parts.gan.d_loss], self.feed)[1]
         g_loss = self.sess.run([parts.g_train_op, parts.gan.g_loss], self.feed)[1]
         return d_loss, g_loss
@@ -124,6 +139,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--iters", type=int, default=10, help="timed iterations per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
+    parser.add_argument("--summaries", action="store_true",
+                        help="also time fp32 with every summary written every step")
     parser.add_argument("--torch", action="store_true",
                         help="also time bench/torch_reference.py (needs PyTorch)")
     args = parser.parse_args(argv)
@@ -131,6 +148,9 @@ def main(argv=None):
     base = HParams(gf_dim=args.gf_dim, df_dim=args.df_dim, batch_size=args.batch_size)
     runners = {f"tensorflow {p}": TensorFlowRun(HParams(**{**base.to_dict(), "precision": p}))
                for p in args.precisions.split(",")}
+    scratch = tempfile.TemporaryDirectory()
+    if args.summaries:
+        runners["tensorflow fp32 + summaries every step"] = TensorFlowRun(base, scratch.name)
     if args.torch:
         try:
             import torch
@@ -163,12 +183,12 @@ def main(argv=None):
     print(f"one iteration = {flops / 1e9:.1f} GFLOP (analytic); matrix multiply measured: "
           f"fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s\n")
     reference = next((statistics.median(times[n]) for n in times if n == "pytorch fp32"), None)
-    print(f"{'':24s} {'images/s':>9s} {'s/iter':>8s} {'GFLOP/s':>8s} {'of peak':>8s}"
+    print(f"{'':38s} {'images/s':>9s} {'s/iter':>8s} {'GFLOP/s':>8s} {'of peak':>8s}"
           + ("  vs pytorch fp32" if reference else ""))
     for name, seconds in times.items():
         median = statistics.median(seconds)
         dtype = "bf16" if "bf16" in name else "fp32"
-        line = (f"{name:24s} {args.batch_size / median:9.1f} {median:8.3f} "
+        line = (f"{name:38s} {args.batch_size / median:9.1f} {median:8.3f} "
                 f"{flops / median / 1e9:8.0f} {flops / median / 1e9 / peak[dtype]:7.0%}")
         if reference:
             line += f"  {reference / median:6.2f}x"
