@@ -19,7 +19,8 @@ tf1 = tf.compat.v1
 PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16}
 
 
-def _knob(default, help):
+def flag_field(default, help):
+    """A dataclass field whose help text becomes its flag's --help."""
     return dataclasses.field(default=default, metadata={"help": help})
 
 
@@ -32,27 +33,27 @@ class HParams:
     prediction rebuild exactly the same graph.
     """
     # Data preprocessing (applied to every source image).
-    crop_h: int = _knob(108, "centre-crop height in source pixels, before resizing")
-    crop_w: int = _knob(108, "centre-crop width in source pixels, before resizing")
-    is_crop: bool = _knob(True, "centre-crop before resizing (false: resize the whole image)")
-    flip: bool = _knob(False, "mirror a random half of each batch left-right (augmentation)")
+    crop_h: int = flag_field(108, "centre-crop height in source pixels, before resizing")
+    crop_w: int = flag_field(108, "centre-crop width in source pixels, before resizing")
+    is_crop: bool = flag_field(True, "centre-crop before resizing (false: resize the whole image)")
+    flip: bool = flag_field(False, "mirror a random half of each batch left-right (augmentation)")
     # Architecture.
-    output_h: int = _knob(64, "height of generated and training images in pixels (multiple of 16)")
-    output_w: int = _knob(64, "width of generated and training images in pixels (multiple of 16)")
-    z_dim: int = _knob(100, "length of the latent vector z")
-    gf_dim: int = _knob(64, "generator filters in its last hidden layer (x2, x4, x8 towards z)")
-    df_dim: int = _knob(64, "discriminator filters in its first layer (x2, x4, x8 deeper)")
-    init_stddev: float = _knob(0.02, "standard deviation of the initial weights")
-    bn_epsilon: float = _knob(1e-5, "batch-norm variance epsilon")
-    bn_momentum: float = _knob(0.9, "batch-norm moving-average momentum")
-    lrelu_slope: float = _knob(0.2, "leaky ReLU slope of the discriminator")
+    output_h: int = flag_field(64, "image height in pixels, generated and trained (multiple of 16)")
+    output_w: int = flag_field(64, "image width in pixels, generated and trained (multiple of 16)")
+    z_dim: int = flag_field(100, "length of the latent vector z")
+    gf_dim: int = flag_field(64, "generator filters in its last hidden layer (x2, x4, x8 up)")
+    df_dim: int = flag_field(64, "discriminator filters in its first layer (x2, x4, x8 deeper)")
+    init_stddev: float = flag_field(0.02, "standard deviation of the initial weights")
+    bn_epsilon: float = flag_field(1e-5, "batch-norm variance epsilon")
+    bn_momentum: float = flag_field(0.9, "batch-norm moving-average momentum")
+    lrelu_slope: float = flag_field(0.2, "leaky ReLU slope of the discriminator")
     # Optimisation.
-    batch_size: int = _knob(64, "images per training step")
-    learning_rate: float = _knob(2e-4, "Adam learning rate of both networks")
-    beta1: float = _knob(0.5, "Adam beta1 (momentum) of both networks")
-    seed: int = _knob(0, "seed of weights, data order and z")
-    precision: str = _knob("fp32", "fp32, or bf16: convolutions and matmuls in bfloat16, "
-                                   "variables, batch-norm statistics, losses and Adam in fp32")
+    batch_size: int = flag_field(64, "images per training step")
+    learning_rate: float = flag_field(2e-4, "Adam learning rate of both networks")
+    beta1: float = flag_field(0.5, "Adam beta1 (momentum) of both networks")
+    seed: int = flag_field(0, "seed of weights, data order and z")
+    precision: str = flag_field("fp32", "fp32, or bf16: convolutions and matmuls in bfloat16, "
+                                        "variables, batch-norm statistics, losses, Adam in fp32")
 
     # Fields that decide variable shapes: a checkpoint only fits a graph
     # built with the same values.
@@ -295,11 +296,12 @@ class ganModel:
             x = tf.cast(z, self.compute_dtype)
             x = linear(x, h16 * w16 * hp.gf_dim * 8, hp.init_stddev, "linear", bias=False)
             x = tf.reshape(x, [-1, h16, w16, hp.gf_dim * 8])
-            x = bn_relu(x, "bn0")                                                 # [N, 4, 4, gf*8]
-            x = bn_relu(deconv2d(x, hp.gf_dim * 4, hp.init_stddev, "deconv1", False), "bn1")  # 8x8
-            x = bn_relu(deconv2d(x, hp.gf_dim * 2, hp.init_stddev, "deconv2", False), "bn2")  # 16x16
-            x = bn_relu(deconv2d(x, hp.gf_dim, hp.init_stddev, "deconv3", False), "bn3")      # 32x32
-            x = deconv2d(x, 3, hp.init_stddev, "deconv4")                         # [N, 64, 64, 3]
+            x = bn_relu(x, "bn0")                                    # [N, 4, 4, gf_dim*8]
+            # [N, 8, 8, gf_dim*4] -> [N, 16, 16, gf_dim*2] -> [N, 32, 32, gf_dim]
+            for i, filters in enumerate((hp.gf_dim * 4, hp.gf_dim * 2, hp.gf_dim), start=1):
+                x = bn_relu(deconv2d(x, filters, hp.init_stddev, f"deconv{i}", bias=False),
+                            f"bn{i}")
+            x = deconv2d(x, 3, hp.init_stddev, "deconv4")            # [N, 64, 64, 3]
             return tf.cast(tf.tanh(x), tf.float32)
 
     def discriminator(self, images, is_training, update_moving_stats=False):
@@ -321,10 +323,11 @@ class ganModel:
         with tf1.variable_scope("discriminator", reuse=tf1.AUTO_REUSE):
             x = tf.cast(images, self.compute_dtype)
             x = leaky_relu(conv2d(x, hp.df_dim, hp.init_stddev, "conv0"),
-                           hp.lrelu_slope)                                        # [N, 32, 32, df]
-            x = bn_lrelu(conv2d(x, hp.df_dim * 2, hp.init_stddev, "conv1", False), "bn1")  # 16x16
-            x = bn_lrelu(conv2d(x, hp.df_dim * 4, hp.init_stddev, "conv2", False), "bn2")  # 8x8
-            x = bn_lrelu(conv2d(x, hp.df_dim * 8, hp.init_stddev, "conv3", False), "bn3")  # 4x4
+                           hp.lrelu_slope)                           # [N, 32, 32, df_dim]
+            # [N, 16, 16, df_dim*2] -> [N, 8, 8, df_dim*4] -> [N, 4, 4, df_dim*8]
+            for i, filters in enumerate((hp.df_dim * 2, hp.df_dim * 4, hp.df_dim * 8), start=1):
+                x = bn_lrelu(conv2d(x, filters, hp.init_stddev, f"conv{i}", bias=False),
+                             f"bn{i}")
             flat_size = x.shape[1] * x.shape[2] * x.shape[3]
             logits = linear(tf.reshape(x, [-1, flat_size]), 1, hp.init_stddev, "linear")
             logits = tf.cast(logits, tf.float32)  # losses are always computed in float32

@@ -22,7 +22,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp_api
 
 import generate_face
-from gan_model import HParams, ganModel, image_grid, images_from_uint8
+from gan_model import HParams, flag_field, ganModel, image_grid, images_from_uint8
 
 tf1 = tf.compat.v1
 
@@ -34,30 +34,19 @@ SAMPLE_GRID = (8, 8)  # rows, columns of the training sample grids
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Where a run reads and writes, how long it runs, how often it reports."""
-    data_root: str = dataclasses.field(
-        default="data/demo_faces", metadata={"help": "folder of face images (searched recursively)"})
-    ckpt_dir: str = dataclasses.field(
-        default="ckpt", metadata={"help": "checkpoints and hparams.json; a run resumes from here"})
-    samples_dir: str = dataclasses.field(
-        default="samples", metadata={"help": "sample grids train_<step>.png"})
-    log_dir: str = dataclasses.field(
-        default="logs", metadata={"help": "TensorBoard event files"})
-    run_name: str = dataclasses.field(
-        default="", metadata={"help": "name of the run in TensorBoard; its logs go to "
-                                      "--log_dir/<run_name> (default: --ckpt_dir's folder name)"})
-    cache_dir: str = dataclasses.field(
-        default="cache", metadata={"help": "preprocessed-image cache, reused while the "
-                                           "folder and settings match ('' = none)"})
-    max_steps: int = dataclasses.field(
-        default=20000, metadata={"help": "train until the global step reaches this"})
-    log_every: int = dataclasses.field(
-        default=50, metadata={"help": "steps between progress lines and scalar summaries"})
-    sample_every: int = dataclasses.field(
-        default=500, metadata={"help": "steps between sample grids"})
-    ckpt_every: int = dataclasses.field(
-        default=1000, metadata={"help": "steps between checkpoints (one is also written at the end)"})
-    keep_checkpoints: int = dataclasses.field(
-        default=5, metadata={"help": "newest checkpoints kept on disk"})
+    data_root: str = flag_field("data/demo_faces", "folder of face images (searched recursively)")
+    ckpt_dir: str = flag_field("ckpt", "checkpoints and hparams.json; a run resumes from here")
+    samples_dir: str = flag_field("samples", "sample grids train_<step>.png")
+    log_dir: str = flag_field("logs", "TensorBoard logs, one folder per run")
+    run_name: str = flag_field("", "name of the run in TensorBoard; its logs go to "
+                                   "--log_dir/<run_name> (default: --ckpt_dir's folder name)")
+    cache_dir: str = flag_field("cache", "preprocessed-image cache, reused while the "
+                                         "folder and settings match ('' = none)")
+    max_steps: int = flag_field(20000, "train until the global step reaches this")
+    log_every: int = flag_field(50, "steps between progress lines and scalar summaries")
+    sample_every: int = flag_field(500, "steps between sample grids")
+    ckpt_every: int = flag_field(1000, "steps between checkpoints (one is also written at the end)")
+    keep_checkpoints: int = flag_field(5, "newest checkpoints kept on disk")
 
     def problems(self):
         found = []

@@ -1,6 +1,8 @@
 """Shared fixtures: small demo data sets and one tiny trained run."""
 
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,6 +26,15 @@ def real_faces_or_skip():
     if not REAL_FACES.is_dir():
         pytest.skip(f"real CelebA sample not found at {REAL_FACES}")
     return REAL_FACES
+
+
+def copy_run_with_hparams(run_root, destination, **changes):
+    """Copy a run's checkpoint folder and edit its hparams.json; returns the copy."""
+    ckpt = destination / "ckpt"
+    shutil.copytree(run_root / "ckpt", ckpt)
+    hparams = json.loads((ckpt / "hparams.json").read_text())
+    (ckpt / "hparams.json").write_text(json.dumps({**hparams, **changes}))
+    return ckpt
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,5 @@
 """The preprocessed-image cache, parallel decoding and augmentation."""
 
-import json
 import os
 import shutil
 import signal

@@ -1,13 +1,11 @@
 """predict_gan.py: pictures from a checkpoint, and the errors instead of pictures."""
 
-import json
-import shutil
-
 import numpy as np
 import pytest
 from PIL import Image
 
 import predict_gan
+from conftest import copy_run_with_hparams
 
 
 @pytest.mark.parametrize("num, size", [(1, (64, 64)), (64, (512, 512))])
@@ -52,11 +50,7 @@ def test_missing_checkpoint_says_train_first_and_writes_nothing(tmp_path, capsys
 
 
 def test_architecture_mismatch_is_refused(tmp_path, drawing_run, capsys):
-    ckpt = tmp_path / "ckpt"
-    shutil.copytree(drawing_run / "ckpt", ckpt)
-    hparams = json.loads((ckpt / "hparams.json").read_text())
-    hparams["gf_dim"] = 16
-    (ckpt / "hparams.json").write_text(json.dumps(hparams))
+    ckpt = copy_run_with_hparams(drawing_run, tmp_path, gf_dim=16)
     out = tmp_path / "face.png"
     assert predict_gan.main(["--ckpt_dir", str(ckpt), "--out", str(out)]) == 1
     err = capsys.readouterr().err

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 import train_gan
-from conftest import PROJECT, run_flags
+from conftest import PROJECT, copy_run_with_hparams, run_flags
 
 tf1 = tf.compat.v1
 
@@ -66,19 +65,17 @@ def test_resume_continues_step_adam_state_and_sample_z(tmp_path, demo_dir):
 
 def test_resume_refuses_other_architecture(tmp_path, trained_run, demo_dir):
     flags = run_flags(trained_run, demo_dir, 5) + ["--gf_dim", "16", "--z_dim", "20"]
-    with pytest.raises(ValueError, match=r"--z_dim 20 \(checkpoint has 16\), --gf_dim 16 \(checkpoint has 8\)"):
+    expected = r"--z_dim 20 \(checkpoint has 16\), --gf_dim 16 \(checkpoint has 8\)"
+    with pytest.raises(ValueError, match=expected):
         train_gan.train(*train_gan.parse_flags(flags), log=lambda *_: None)
     assert train_gan.latest_checkpoint(trained_run / "ckpt").endswith("gan.ckpt-3")
 
 
 def test_checkpoint_with_wrong_hparams_file_is_named(tmp_path, trained_run, demo_dir):
-    ckpt = tmp_path / "ckpt"
-    shutil.copytree(trained_run / "ckpt", ckpt)
-    hparams = json.loads((ckpt / "hparams.json").read_text())
-    hparams["df_dim"] = 12
-    (ckpt / "hparams.json").write_text(json.dumps(hparams))
+    copy_run_with_hparams(trained_run, tmp_path, df_dim=12)
     flags = run_flags(tmp_path, demo_dir, 5, tiny=False)
-    with pytest.raises(ValueError, match="gan.ckpt-3 does not fit this architecture.*discriminator"):
+    expected = "gan.ckpt-3 does not fit this architecture.*discriminator"
+    with pytest.raises(ValueError, match=expected):
         train_gan.train(*train_gan.parse_flags(flags), log=lambda *_: None)
 
 
