@@ -97,10 +97,11 @@ class TensorFlowRun:
 
     def __init__(self, hparams, summary_dir=None):
         self.hparams = hparams
-        self.writer = summary_dir and tf1.summary.FileWriter(summary_dir)
         images = np.random.default_rng(0).integers(0, 256, (512, hparams.output_h,
                                                             hparams.output_w, 3), np.uint8)
         self.parts = train_gan.build_training_graph(hparams, images)
+        with self.parts.graph.as_default():
+            self.writer = summary_dir and tf1.summary.FileWriter(summary_dir)
         self.sess = tf1.Session(graph=self.parts.graph, config=train_gan.session_config())
         self.sess.run(self.parts.init)
         self.sess.run(self.parts.iterator.initializer)
