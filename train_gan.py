@@ -9,6 +9,7 @@ checkpoint and exits.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -369,7 +370,9 @@ def train(run, overrides=None, log=print):
         else:
             sess.run(parts.init)
             Path(run.ckpt_dir).mkdir(parents=True, exist_ok=True)
-            save_run_hparams(run.ckpt_dir, hparams)
+        # Also on resume: settings changed on the command line (a new
+        # learning rate, say) stay in force when the run is resumed again.
+        save_run_hparams(run.ckpt_dir, hparams)
         step = int(sess.run(global_step))
         parts.stream_start[0] = step
         sess.run(iterator.initializer)
@@ -395,10 +398,13 @@ def train(run, overrides=None, log=print):
             generate_face.save_grid(pictures, path)
             log(f"wrote {path}")
 
+        if step >= run.max_steps:
+            log(f"the run is at step {step}, already at --max_steps {run.max_steps}; "
+                f"raise --max_steps to train further")
         last_saved = checkpoint
         first_step, started = step, time.monotonic()
         window_step, window_time = step, started
-        with StopRequest() as stop:
+        with StopRequest() as stop, contextlib.closing(writer):
             while step < run.max_steps and stop.signal is None:
                 feed = {z: generate_face.train_z(hparams.seed, step, hparams.batch_size,
                                                  hparams.z_dim)}
@@ -448,7 +454,6 @@ def train(run, overrides=None, log=print):
                     write_samples()
                 if last_saved is None or step_of(last_saved) != step:
                     last_saved = save()
-        writer.close()
         elapsed = time.monotonic() - started
         if step > first_step:
             log(f"trained steps {first_step}-{step} in {format_seconds(elapsed)} "

@@ -156,5 +156,7 @@ def test_precision_may_change_on_resume_and_bf16_checkpoints_predict(tmp_path, d
     result = train_gan.train(*train_gan.parse_flags(
         run_flags(tmp_path, demo_dir, 3, "--precision", "fp32")), log=log.append)
     assert result.step == 3 and "  precision: bf16 -> fp32" in log
+    # The change is remembered: a plain resume keeps fp32.
+    assert json.loads((tmp_path / "ckpt" / "hparams.json").read_text())["precision"] == "fp32"
     out, _ = predict_gan.predict(tmp_path / "ckpt", num=2, out=tmp_path / "face.png")
     assert Image.open(out).size == (128, 64)
