@@ -68,7 +68,12 @@ def generate(z, checkpoint, hparams):
         saver = tf1.train.Saver(generator_vars)
     check_checkpoint_fits(checkpoint, generator_vars)
     with tf1.Session(graph=graph) as sess:
-        saver.restore(sess, checkpoint)
+        try:
+            saver.restore(sess, checkpoint)
+        except tf.errors.OpError as error:
+            raise ValueError(
+                f"checkpoint {checkpoint} cannot be read ({error.message.splitlines()[0]}); "
+                f"pass an older one with --checkpoint") from error
         return sess.run(images, {z_input: z})
 
 

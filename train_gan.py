@@ -98,11 +98,26 @@ def parse_flags(argv=None):
 # Checkpoints (also used by predict_gan.py)
 # ---------------------------------------------------------------------------
 
+def checkpoints_newest_first(ckpt_dir):
+    """Prefixes of the checkpoints in ckpt_dir whose .index exists, newest step first.
+
+    Found on disk rather than only through the `checkpoint` index file, which
+    may name a checkpoint that was deleted or never finished: TensorFlow's
+    own lookup then answers "none", and a run would start afresh over the
+    older checkpoints.
+    """
+    found = []
+    for index in Path(ckpt_dir).glob(f"{CKPT_PREFIX}-*.index"):
+        prefix = str(index)[:-len(".index")]
+        if prefix.rsplit("-", 1)[1].isdigit():
+            found.append((step_of(prefix), prefix))
+    return [prefix for _, prefix in sorted(found, reverse=True)]
+
+
 def latest_checkpoint(ckpt_dir):
     """Path prefix of the newest checkpoint in ckpt_dir, or None."""
-    if not Path(ckpt_dir).is_dir():
-        return None
-    return tf1.train.latest_checkpoint(str(ckpt_dir))
+    found = checkpoints_newest_first(ckpt_dir)
+    return found[0] if found else None
 
 
 def step_of(checkpoint):
@@ -128,6 +143,34 @@ def save_run_hparams(ckpt_dir, hparams):
     os.replace(temporary, path)
 
 
+class DamagedCheckpoint(ValueError):
+    """A checkpoint whose files cannot be read."""
+
+
+def restore_newest_loadable(sess, saver, ckpt_dir, variables, log=print):
+    """Restore the newest checkpoint of ckpt_dir that loads; return its prefix.
+
+    A damaged checkpoint (truncated or missing data, unreadable index) is
+    skipped with a warning and the next older one is tried.
+
+    Raises:
+      ValueError: a checkpoint does not fit this architecture, or none of
+        the checkpoints loads (the folder is left as it is, never trained
+        over afresh).
+    """
+    for checkpoint in checkpoints_newest_first(ckpt_dir):
+        try:
+            check_checkpoint_fits(checkpoint, variables)
+            saver.restore(sess, checkpoint)
+            return checkpoint
+        except (DamagedCheckpoint, tf.errors.OpError) as error:
+            reason = str(getattr(error, "message", error)).splitlines()[0]
+            log(f"warning: skipping damaged checkpoint {checkpoint}: {reason}")
+    raise ValueError(
+        f"no checkpoint in {ckpt_dir} can be loaded (see the warnings above). Nothing was "
+        f"changed there; move those files away, or pass another --ckpt_dir, to start anew")
+
+
 def check_checkpoint_fits(checkpoint, variables):
     """Raise ValueError unless the checkpoint holds every variable, same shapes.
 
@@ -137,7 +180,7 @@ def check_checkpoint_fits(checkpoint, variables):
     try:
         stored = dict(tf.train.list_variables(str(checkpoint)))
     except (tf.errors.OpError, ValueError) as error:
-        raise ValueError(f"cannot read checkpoint {checkpoint}: {error}") from error
+        raise DamagedCheckpoint(f"cannot read checkpoint {checkpoint}: {error}") from error
     differences = []
     for variable in variables:
         name = variable.op.name
@@ -359,14 +402,16 @@ def train(run, overrides=None, log=print):
     d_train_op, g_train_op = parts.d_train_op, parts.g_train_op
     with tf1.Session(graph=graph, config=session_config()) as sess:
         if checkpoint:
-            check_checkpoint_fits(checkpoint, graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES))
-            saver.restore(sess, checkpoint)
+            restored = restore_newest_loadable(
+                sess, saver, run.ckpt_dir,
+                graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES), log)
+            if restored != checkpoint:
+                log(f"resumed from {restored} instead")
+                checkpoint = restored
             # Let this Saver prune the older checkpoints of the run as well.
-            state = tf1.train.get_checkpoint_state(run.ckpt_dir)
             saver.set_last_checkpoints_with_time(
                 [(path, os.path.getmtime(path + ".index"))
-                 for path in state.all_model_checkpoint_paths
-                 if os.path.exists(path + ".index")])
+                 for path in reversed(checkpoints_newest_first(run.ckpt_dir))])
         else:
             sess.run(parts.init)
             Path(run.ckpt_dir).mkdir(parents=True, exist_ok=True)

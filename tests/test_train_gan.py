@@ -160,3 +160,57 @@ def test_precision_may_change_on_resume_and_bf16_checkpoints_predict(tmp_path, d
     assert json.loads((tmp_path / "ckpt" / "hparams.json").read_text())["precision"] == "fp32"
     out, _ = predict_gan.predict(tmp_path / "ckpt", num=2, out=tmp_path / "face.png")
     assert Image.open(out).size == (128, 64)
+
+
+@pytest.fixture
+def two_checkpoints(tmp_path, demo_dir):
+    """A run with checkpoints at steps 1 and 2; returns its checkpoint folder."""
+    assert train_gan.main(run_flags(tmp_path, demo_dir, 2, "--ckpt_every", "1")) == 0
+    return tmp_path / "ckpt"
+
+
+def resume_to(tmp_path, demo_dir, max_steps):
+    log = []
+    result = train_gan.train(*train_gan.parse_flags(
+        run_flags(tmp_path, demo_dir, max_steps, tiny=False)), log=log.append)
+    return result, "\n".join(log)
+
+
+def test_index_naming_a_deleted_checkpoint_resumes_from_the_previous(
+        tmp_path, demo_dir, two_checkpoints):
+    for path in two_checkpoints.glob("gan.ckpt-2.*"):
+        path.unlink()  # the `checkpoint` index file still names step 2
+    assert tf.compat.v1.train.latest_checkpoint(str(two_checkpoints)) is None
+    result, log = resume_to(tmp_path, demo_dir, 3)
+    assert "resuming from" in log and "gan.ckpt-1 (step 1)" in log
+    assert result.step == 3
+
+
+def test_truncated_newest_checkpoint_is_skipped_and_reported(tmp_path, demo_dir, two_checkpoints):
+    (data,) = two_checkpoints.glob("gan.ckpt-2.data-*")
+    data.write_bytes(data.read_bytes()[:1000])
+    result, log = resume_to(tmp_path, demo_dir, 3)
+    assert "skipping damaged checkpoint" in log and "gan.ckpt-2" in log
+    assert "resumed from" in log and "gan.ckpt-1 instead" in log
+    assert result.step == 3
+
+
+def test_no_loadable_checkpoint_is_an_error_that_keeps_the_files(
+        tmp_path, demo_dir, two_checkpoints, capsys):
+    for data in two_checkpoints.glob("gan.ckpt-*.data-*"):
+        data.write_bytes(b"")
+    before = sorted(p.name for p in two_checkpoints.iterdir())
+    assert train_gan.main(run_flags(tmp_path, demo_dir, 3, tiny=False)) == 1
+    assert "no checkpoint in" in capsys.readouterr().err
+    assert sorted(p.name for p in two_checkpoints.iterdir()) == before
+
+
+def test_predict_names_a_damaged_checkpoint(tmp_path, demo_dir, two_checkpoints, capsys):
+    import predict_gan
+    (data,) = two_checkpoints.glob("gan.ckpt-2.data-*")
+    data.write_bytes(data.read_bytes()[:1000])
+    out = tmp_path / "face.png"
+    assert predict_gan.main(["--ckpt_dir", str(two_checkpoints), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "gan.ckpt-2 cannot be read" in err and "--checkpoint" in err
+    assert not out.exists()
