@@ -245,11 +245,11 @@ class StopRequest:
         return self
 
     def _handle(self, number, frame):
+        # No printing here: the signal may arrive while the main thread is
+        # inside print(), and a second write to the same stream then raises.
         if self.signal is not None:  # a second Ctrl-C: the user means it
             raise KeyboardInterrupt
         self.signal = number
-        print(f"\n{signal.Signals(number).name} received: finishing this step, "
-              f"then saving a checkpoint", flush=True)
 
     def __exit__(self, *exc):
         for number, handler in self._previous.items():
@@ -494,6 +494,9 @@ def train(run, overrides=None, log=print):
                     write_samples()
                 if step % run.ckpt_every == 0:
                     last_saved = save()
+                if stop.signal is not None:
+                    log(f"{signal.Signals(stop.signal).name} received: step {step} is done, "
+                        f"saving a checkpoint")
             if step > first_step:
                 if step % run.sample_every != 0:
                     write_samples()
