@@ -430,8 +430,9 @@ def train_z(seed, step, batch_size, z_dim):
     return sample_z(run_rng(seed, STREAM_TRAIN_Z, step), batch_size, z_dim)
 
 
-def fixed_sample_z(seed, num, z_dim):
-    """The z batch behind a run's sample grids (fixed for the whole run)."""
+def sample_grid_z(seed, num, z_dim):
+    """The z behind sample pictures: a run's fixed training grid, and
+    predict_gan.py's faces (so --seed <run seed> redraws the run's grid)."""
     return sample_z(run_rng(seed, STREAM_SAMPLE_Z), num, z_dim)
 
 
@@ -644,7 +645,7 @@ def _paint_person(rng, width, height):
         draw.ellipse(box(ex, eye_y, eye_rx, eye_ry), fill=(245, 245, 240))
         draw.ellipse(box(ex + gaze, eye_y, eye_ry * 0.9, eye_ry * 0.9), fill=iris)
         draw.ellipse(box(ex + gaze, eye_y, eye_ry * 0.4, eye_ry * 0.4), fill=(10, 10, 10))
-        draw.line([s * (ex - eye_rx), s * (eye_y - brow_lift + side * 0.0),
+        draw.line([s * (ex - eye_rx), s * (eye_y - brow_lift),
                    s * (ex + eye_rx), s * (eye_y - brow_lift - 1.5)],
                   fill=brow_colour, width=int(s * rng.uniform(2, 3.5)))
     if rng.random() < 0.12:  # glasses
@@ -747,8 +748,9 @@ def main(argv=None):
                              "does it on its first run otherwise)")
     parser.add_argument("--cache_dir", default="cache",
                         help="folder of the preprocessed-image cache (--build_cache)")
-    parser.add_argument("--num", type=int, default=2000,
-                        help="faces to draw (--make_demo_data) or show (--preview)")
+    parser.add_argument("--num", type=int, default=None,
+                        help="faces to draw (--make_demo_data, default 2000) or show "
+                             "(--preview, default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo faces")
     parser.add_argument("--data_root", default="data/demo_faces",
                         help="folder of face images for --preview")
@@ -759,6 +761,8 @@ def main(argv=None):
     parser.add_argument("--resize_h", type=int, default=64, help="output height")
     parser.add_argument("--resize_w", type=int, default=64, help="output width")
     args = parser.parse_args(argv)
+    if args.num is None:
+        args.num = 2000 if args.make_demo_data else 64
     if args.num < 1:
         parser.error(f"--num must be at least 1, got {args.num}")
     if args.make_demo_data:

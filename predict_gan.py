@@ -87,8 +87,7 @@ def predict(ckpt_dir="ckpt", checkpoint=None, num=64, seed=0, out="face.png"):
         raise ValueError(f"--num must be at least 1, got {num}")
     checkpoint = find_checkpoint(ckpt_dir, checkpoint)
     hparams = load_run_hparams(Path(checkpoint).parent)
-    z = generate_face.sample_z(generate_face.run_rng(seed, generate_face.STREAM_SAMPLE_Z),
-                               num, hparams.z_dim)
+    z = generate_face.sample_grid_z(seed, num, hparams.z_dim)
     images = generate(z, checkpoint, hparams)
     return generate_face.save_grid(images, out), checkpoint
 

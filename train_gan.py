@@ -332,7 +332,7 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
         # grids stay comparable across resumes.
         rows, cols = SAMPLE_GRID
         sample_z = tf1.get_variable(
-            "sample_z", initializer=generate_face.fixed_sample_z(
+            "sample_z", initializer=generate_face.sample_grid_z(
                 hparams.seed, rows * cols, hparams.z_dim), trainable=False)
         samples = model.generator(sample_z, is_training=False)
         # Written on sample steps only: the grid, and every layer's weights.

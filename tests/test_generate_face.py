@@ -147,7 +147,7 @@ def test_z_is_uniform_seeded_and_per_step():
     assert z.min() >= -1 and z.max() < 1 and abs(z.mean()) < 0.02
     np.testing.assert_array_equal(z, gf.train_z(1, 5, 500, 100))
     assert not np.array_equal(z, gf.train_z(1, 6, 500, 100))
-    assert not np.array_equal(gf.fixed_sample_z(1, 500, 100), z)
+    assert not np.array_equal(gf.sample_grid_z(1, 500, 100), z)
 
 
 @pytest.mark.parametrize("num, shape", [(64, (512, 512)), (1, (64, 64)), (7, (128, 256)),

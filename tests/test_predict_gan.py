@@ -19,6 +19,15 @@ def test_writes_png_of_the_right_size(tmp_path, drawing_run, num, size):
     assert pixels.std() > 2  # drawn, not a constant field (rounding noise alone is < 1)
 
 
+def test_prediction_redraws_the_runs_last_training_grid(tmp_path, drawing_run):
+    # Same checkpoint, same z (the run's seed is 0), inference mode in both:
+    # the graph rebuilt from hparams.json must reproduce the training grid.
+    out, _ = predict_gan.predict(drawing_run / "ckpt", num=64, seed=0, out=tmp_path / "g.png")
+    trained = np.asarray(Image.open(drawing_run / "samples" / "train_000040.png"), np.int32)
+    predicted = np.asarray(Image.open(out), np.int32)
+    assert np.abs(predicted - trained).max() <= 1  # rounding at most
+
+
 def test_seed_decides_the_faces(tmp_path, drawing_run):
     ckpt = str(drawing_run / "ckpt")
     paths = {}
