@@ -121,6 +121,11 @@ def preprocess_image(image, prep=Preprocessing()):
     Raises:
       BadImageError: the image is smaller than the crop.
     """
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # 16-bit grayscale: Pillow's own conversion clips at 255, so
+        # mid-grey would become white. Keep the top 8 bits instead.
+        wide = np.asarray(image, dtype=np.uint32)
+        image = Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8), "L")
     if image.mode != "RGB":
         image = image.convert("RGB")
     width, height = image.size
@@ -266,7 +271,7 @@ def load_faces(paths, prep=Preprocessing(), workers=None, log=print):
     return images[:len(kept)], kept, skipped
 
 
-CACHE_FORMAT = 1  # bump when the cache layout or the preprocessing code changes
+CACHE_FORMAT = 2  # bump when the cache layout or the preprocessing code changes
 
 
 class FaceCache:

@@ -67,6 +67,17 @@ def test_modes_become_rgb(tmp_path):
                                    err_msg=name)
 
 
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 178, dtype=np.uint16)[None, :].repeat(218, axis=0)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    face = gf.load_face(tmp_path / "deep.png").astype(int)
+    assert face.shape == (64, 64, 3)
+    # The crop spans source columns 35-142 of a 0-255 ramp: a dark-to-bright
+    # gradient, not a white field.
+    assert 45 <= face[:, 0].mean() <= 60 and 195 <= face[:, -1].mean() <= 210
+
+
 def test_bad_files_are_skipped_counted_and_named(tmp_path):
     good = [save(tmp_path / f"good{i}.jpg") for i in range(3)]
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
