@@ -240,13 +240,19 @@ def decode_into(paths, prep, out, workers=None, log=print):
     return kept, skipped
 
 
+def printable(path):
+    """A path as text that any output accepts: bytes of a file name that are
+    not valid UTF-8 (kept by Python as surrogates) are shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def report_skipped(skipped, total, log=print):
     """Say how many files were left out, and name them (the first 20)."""
     if not skipped:
         return
     log(f"warning: skipped {len(skipped)} of {total} files that are not usable faces:")
     for path, reason in skipped[:20]:
-        log(f"  {path}: {reason}")
+        log(f"  {printable(path)}: {reason}")
     if len(skipped) > 20:
         log(f"  ... and {len(skipped) - 20} more")
 
@@ -375,7 +381,7 @@ class FaceCache:
         os.replace(partial_manifest, self.manifest_path)
         elapsed = time.monotonic() - started
         log(f"cached {len(kept)} images in {elapsed:.1f}s "
-            f"({len(files) / max(elapsed, 1e-9):.0f} images/s) at {self.array_path}")
+            f"({len(files) / max(elapsed, 1e-9):.0f} images/s) at {printable(self.array_path)}")
         return self.load()
 
 
@@ -396,15 +402,17 @@ def load_dataset(data_root, prep=Preprocessing(), cache_dir=None, workers=None, 
     """
     files = list_image_files(data_root)
     if not cache_dir:
-        log(f"preprocessing {len(files)} images from {data_root}")
+        log(f"preprocessing {len(files)} images from {printable(data_root)}")
         return load_faces(files, prep, workers, log)
     cache = FaceCache(cache_dir, data_root)
     reason = cache.stale_reason(files, prep)
     if reason is None:
         images, kept, skipped = cache.load()
-        log(f"using cached images {cache.array_path} ({len(kept)} of {len(files)} files)")
+        log(f"using cached images {printable(cache.array_path)} "
+            f"({len(kept)} of {len(files)} files)")
     else:
-        log(f"preprocessing {len(files)} images from {data_root} into the cache ({reason})")
+        log(f"preprocessing {len(files)} images from {printable(data_root)} into the cache "
+            f"({reason})")
         images, kept, skipped = cache.build(files, prep, workers, log)
     report_skipped(skipped, len(files), log)
     return images, kept, skipped

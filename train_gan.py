@@ -359,7 +359,7 @@ def hparams_summary(hparams, run, name):
 
     Serialized, since TensorBoard's Summary class is not TensorFlow's.
     """
-    values = {**hparams.to_dict(), "data_root": str(run.data_root)}
+    values = {**hparams.to_dict(), "data_root": generate_face.printable(run.data_root)}
     return hp_api.hparams_pb(values, trial_id=name).SerializeToString()
 
 
@@ -392,8 +392,9 @@ def train(run, overrides=None, log=print):
     images, kept, _ = generate_face.load_dataset(
         run.data_root, preprocessing(hparams), run.cache_dir or None, log=log)
     if len(kept) < hparams.batch_size:
-        raise ValueError(f"only {len(kept)} usable images in {run.data_root}, fewer than "
-                         f"one batch of {hparams.batch_size}; add images or lower --batch_size")
+        folder = generate_face.printable(run.data_root)
+        raise ValueError(f"only {len(kept)} usable images in {folder}, fewer than one batch "
+                         f"of {hparams.batch_size}; add images or lower --batch_size")
     log(f"training on {len(kept)} images")
 
     parts = build_training_graph(hparams, images, run.keep_checkpoints)
