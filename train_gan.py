@@ -260,6 +260,28 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; nothing after it was saved."""
 
 
+class OutputError(RuntimeError):
+    """A checkpoint could not be written (disk full, folder gone)."""
+
+
+def ensure_writable_folder(path, flag):
+    """Create `path` if needed and check that files can be written in it.
+
+    Raises:
+      ValueError: naming the flag and the folder, before any work starts.
+    """
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"{flag} {path} is a file, not a folder; pass another {flag}")
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        probe = Path(path) / f".write_test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"{flag} {path} is not a writable folder "
+                         f"({error.strerror or error})") from error
+
+
 def format_seconds(seconds):
     seconds = int(seconds)
     if seconds >= 3600:
@@ -389,6 +411,9 @@ def train(run, overrides=None, log=print):
     else:
         log(f"new run in {run.ckpt_dir}, seed {hparams.seed}")
 
+    for flag, folder in (("--ckpt_dir", run.ckpt_dir), ("--samples_dir", run.samples_dir),
+                         ("--log_dir", run.log_dir)):
+        ensure_writable_folder(folder, flag)
     images, kept, _ = generate_face.load_dataset(
         run.data_root, preprocessing(hparams), run.cache_dir or None, log=log)
     if len(kept) < hparams.batch_size:
@@ -433,7 +458,16 @@ def train(run, overrides=None, log=print):
         prefix = str(Path(run.ckpt_dir) / CKPT_PREFIX)
 
         def save():
-            path = saver.save(sess, prefix, global_step=step, write_meta_graph=False)
+            try:
+                path = saver.save(sess, prefix, global_step=step, write_meta_graph=False)
+            except (OSError, tf.errors.OpError) as error:
+                # The Saver writes to temporary names and renames, so the
+                # checkpoints already there are untouched.
+                raise OutputError(
+                    f"could not write a checkpoint to {run.ckpt_dir} at step {step} "
+                    f"({getattr(error, 'message', error)}); the last good checkpoint "
+                    f"({last_saved}) is intact. Free space or fix the folder, then run the "
+                    f"same command to resume") from error
             log(f"saved {path}")
             return path
 
@@ -441,7 +475,11 @@ def train(run, overrides=None, log=print):
             pictures, summary = sess.run([samples, samples_summary])
             writer.add_summary(summary, step)
             path = Path(run.samples_dir) / f"train_{step:06d}.png"
-            generate_face.save_grid(pictures, path)
+            try:
+                generate_face.save_grid(pictures, path)
+            except OSError as error:  # a picture is not worth stopping a run for
+                log(f"warning: could not write {path} ({error}); training goes on")
+                return
             log(f"wrote {path}")
 
         if step >= run.max_steps:
@@ -520,7 +558,7 @@ def main(argv=None):
     tf.get_logger().setLevel("ERROR")
     try:
         result = train(run, overrides, log=lambda text: print(text, flush=True))
-    except (FileNotFoundError, ValueError, TrainingDiverged) as error:
+    except (FileNotFoundError, ValueError, TrainingDiverged, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 128 + result.stopped_by if result.stopped_by else 0

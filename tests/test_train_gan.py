@@ -232,3 +232,43 @@ def test_interrupted_and_resumed_run_reproduces_the_uninterrupted_one(tmp_path, 
     for name in names:
         np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), rtol=1e-4,
                                    atol=1e-6, err_msg=name)
+
+
+def test_unwritable_output_folder_fails_before_any_work(tmp_path, demo_dir, capsys):
+    (tmp_path / "samples").write_text("a file where the folder should be")
+    assert train_gan.main(run_flags(tmp_path, demo_dir, 3)) == 1
+    err = capsys.readouterr().err
+    assert "--samples_dir" in err and "is a file, not a folder" in err
+    assert train_gan.latest_checkpoint(tmp_path / "ckpt") is None
+
+
+def test_a_sample_grid_that_cannot_be_written_does_not_stop_training(
+        tmp_path, demo_dir, monkeypatch):
+    def refuse(images, path):
+        raise OSError(28, "No space left on device", str(path))
+    monkeypatch.setattr(train_gan.generate_face, "save_grid", refuse)
+    log = []
+    result = train_gan.train(*train_gan.parse_flags(run_flags(tmp_path, demo_dir, 3)),
+                             log=log.append)
+    assert result.step == 3 and result.checkpoint.endswith("gan.ckpt-3")
+    assert any("warning: could not write" in line for line in log)
+
+
+def test_failed_checkpoint_write_names_the_folder_and_keeps_the_last_one(
+        tmp_path, demo_dir, monkeypatch):
+    real_save, calls = tf.compat.v1.train.Saver.save, []
+
+    def save_then_fill_the_disk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real_save(self, *args, **kwargs)
+    monkeypatch.setattr(tf.compat.v1.train.Saver, "save", save_then_fill_the_disk)
+    flags = run_flags(tmp_path, demo_dir, 3, "--ckpt_every", "1")
+    with pytest.raises(train_gan.OutputError, match="could not write a checkpoint to .*ckpt "
+                                                     "at step 2.*gan.ckpt-1.*is intact"):
+        train_gan.train(*train_gan.parse_flags(flags), log=lambda *_: None)
+    monkeypatch.undo()
+    assert train_gan.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-1")
+    reader = tf.train.load_checkpoint(str(tmp_path / "ckpt" / "gan.ckpt-1"))
+    assert reader.get_tensor("global_step") == 1
