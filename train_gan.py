@@ -439,8 +439,7 @@ def train(run, overrides=None, log=print):
                 [(path, os.path.getmtime(path + ".index"))
                  for path in reversed(checkpoints_newest_first(run.ckpt_dir))])
         else:
-            sess.run(parts.init)
-            Path(run.ckpt_dir).mkdir(parents=True, exist_ok=True)
+            sess.run(parts.init)  # ensure_writable_folder made --ckpt_dir above
         # Also on resume: settings changed on the command line (a new
         # learning rate, say) stay in force when the run is resumed again.
         save_run_hparams(run.ckpt_dir, hparams)
