@@ -50,7 +50,17 @@ class HParams:
     # Optimisation.
     batch_size: int = flag_field(64, "images per training step")
     learning_rate: float = flag_field(2e-4, "Adam learning rate of both networks")
+    d_learning_rate: float = flag_field(0.0, "D's Adam learning rate when not 0 (two time-"
+                                             "scale update rule); 0: --learning_rate")
+    g_learning_rate: float = flag_field(0.0, "G's Adam learning rate when not 0; "
+                                             "0: --learning_rate")
     beta1: float = flag_field(0.5, "Adam beta1 (momentum) of both networks")
+    real_label: float = flag_field(1.0, "D's target for real images; 0.9 is one-sided "
+                                        "label smoothing")
+    g_steps: int = flag_field(1, "G updates per D update, on the same z")
+    g_ema_decay: float = flag_field(0.0, "decay of an exponential moving average of G's "
+                                         "weights used for samples and prediction "
+                                         "(e.g. 0.999); 0: the trained weights")
     seed: int = flag_field(0, "seed of weights, data order and z")
     precision: str = flag_field("fp32", "fp32, or bf16: convolutions and matmuls in bfloat16, "
                                         "variables, batch-norm statistics, losses, Adam in fp32")
@@ -67,16 +77,23 @@ class HParams:
             if value < 16 or value % 16:
                 found.append(f"--{name} must be a positive multiple of 16 (the "
                              f"generator doubles 4x4 four times), got {value}")
-        for name in ("crop_h", "crop_w", "z_dim", "gf_dim", "df_dim", "batch_size"):
+        for name in ("crop_h", "crop_w", "z_dim", "gf_dim", "df_dim", "batch_size", "g_steps"):
             if getattr(self, name) < 1:
                 found.append(f"--{name} must be at least 1, got {getattr(self, name)}")
         for name in ("init_stddev", "bn_epsilon", "learning_rate"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 found.append(f"--{name} must be a positive number, got {value}")
-        for name in ("bn_momentum", "beta1"):
+        for name in ("d_learning_rate", "g_learning_rate"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                found.append(f"--{name} must be 0 (same as --learning_rate) or a positive "
+                             f"number, got {value}")
+        for name in ("bn_momentum", "beta1", "g_ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 found.append(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.5 < self.real_label <= 1:
+            found.append(f"--real_label must be in (0.5, 1], got {self.real_label}")
         if not 0 <= self.lrelu_slope < 1:
             found.append(f"--lrelu_slope must be in [0, 1), got {self.lrelu_slope}")
         if self.precision not in PRECISIONS:
@@ -92,6 +109,16 @@ class HParams:
         if found:
             raise ValueError("; ".join(found))
         return self
+
+    @property
+    def d_lr(self):
+        """D's learning rate in effect."""
+        return self.d_learning_rate or self.learning_rate
+
+    @property
+    def g_lr(self):
+        """G's learning rate in effect."""
+        return self.g_learning_rate or self.learning_rate
 
     def architecture_differences(self, other):
         """[(field, self value, other value)] for architecture fields that differ."""
@@ -277,13 +304,37 @@ class ganModel:
         self.compute_dtype = PRECISIONS[hparams.precision]
         # Moving-average update ops per network, filled while building.
         self.bn_updates = {"generator": [], "discriminator": []}
+        # Generator variable name -> its exponential-moving-average shadow.
+        self.ema_shadows = {}
 
-    def generator(self, z, is_training):
+    def _ema_shadow(self, variable):
+        """The shadow of a generator variable, `generator_ema/...`, made on first use.
+
+        It starts from the variable's initial value and is not trainable.
+        Created at the top level, whatever scope the caller is in.
+        """
+        name = variable.op.name
+        if name not in self.ema_shadows:
+            top = tf1.VariableScope(reuse=tf1.AUTO_REUSE, name="generator_ema")
+            with tf1.variable_scope(top), tf1.name_scope(None):
+                self.ema_shadows[name] = tf1.get_variable(
+                    name[len("generator/"):], initializer=variable.initial_value,
+                    trainable=False)
+        return self.ema_shadows[name]
+
+    def _read_ema_shadow(self, getter, name, *args, **kwargs):
+        """Custom getter: the generator built on its moving-average weights."""
+        return self._ema_shadow(getter(name, *args, **kwargs))
+
+    def generator(self, z, is_training, use_ema=False):
         """G: z [N, z_dim] -> images [N, output_h, output_w, 3] in (-1, 1).
 
         Every call shares the same variables (scope "generator/"); only the
-        training call records batch-norm updates.
+        training call records batch-norm updates. `use_ema` (inference only)
+        runs the same network on the moving averages of its weights and
+        batch-norm statistics (`generator_ema/`, see `ema_update`).
         """
+        assert not (use_ema and is_training), "the EMA weights are never trained"
         hp = self.hp
         h16, w16 = hp.output_h // 16, hp.output_w // 16
         updates = self.bn_updates["generator"] if is_training else None
@@ -292,7 +343,8 @@ class ganModel:
             return tf.nn.relu(batch_norm(x, name, is_training, hp.bn_epsilon,
                                          hp.bn_momentum, updates))
 
-        with tf1.variable_scope("generator", reuse=tf1.AUTO_REUSE):
+        getter = self._read_ema_shadow if use_ema else None
+        with tf1.variable_scope("generator", reuse=tf1.AUTO_REUSE, custom_getter=getter):
             x = tf.cast(z, self.compute_dtype)
             x = linear(x, h16 * w16 * hp.gf_dim * 8, hp.init_stddev, "linear", bias=False)
             x = tf.reshape(x, [-1, h16, w16, hp.gf_dim * 8])
@@ -352,7 +404,7 @@ class ganModel:
             return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
                 labels=tf.fill(tf.shape(logits), label), logits=logits))
 
-        d_loss_real = cross_entropy(d_real_logits, 1.0)
+        d_loss_real = cross_entropy(d_real_logits, self.hp.real_label)
         d_loss_fake = cross_entropy(d_fake_logits, 0.0)
         d_loss = d_loss_real + d_loss_fake
         g_loss = cross_entropy(d_fake_logits, 1.0)
@@ -369,11 +421,11 @@ class ganModel:
             summary.histogram("hist/z", z),
             summary.histogram("hist/D_x", d_real_prob),
             summary.histogram("hist/D_G_z", d_fake_prob),
-            summary.scalar("train/learning_rate_d", tf.constant(self.hp.learning_rate)),
+            summary.scalar("train/learning_rate_d", tf.constant(self.hp.d_lr)),
         ])
         g_summary = summary.merge([
             summary.scalar("loss/g_loss", g_loss),
-            summary.scalar("train/learning_rate_g", tf.constant(self.hp.learning_rate)),
+            summary.scalar("train/learning_rate_g", tf.constant(self.hp.g_lr)),
         ])
         return GanGraph(d_loss, d_loss_real, d_loss_fake, g_loss, d_real, d_fake,
                         d_real_logits, d_fake_logits, fake_images, d_summary, g_summary)
@@ -398,19 +450,42 @@ class ganModel:
 
         Each op updates only its own network's variables and runs only its
         own network's batch-norm moving-average updates. The D op increments
-        `global_step`, so the step counts training iterations.
+        `global_step`, so the step counts training iterations. The G op then
+        moves the generator's EMA shadows (see `ema_update`).
         """
         g_vars, d_vars = self.split_variables()
+        # Listed before Adam adds its slots under the same scope.
+        g_model_vars = tf1.global_variables("generator/")
         hp = self.hp
         with tf.control_dependencies(self.bn_updates["discriminator"]):
-            d_train_op = tf1.train.AdamOptimizer(hp.learning_rate, beta1=hp.beta1,
+            d_train_op = tf1.train.AdamOptimizer(hp.d_lr, beta1=hp.beta1,
                                                  name="d_adam").minimize(
                 graph.d_loss, global_step=global_step, var_list=d_vars)
         with tf.control_dependencies(self.bn_updates["generator"]):
-            g_train_op = tf1.train.AdamOptimizer(hp.learning_rate, beta1=hp.beta1,
-                                                 name="g_adam").minimize(
+            g_adam_op = tf1.train.AdamOptimizer(hp.g_lr, beta1=hp.beta1,
+                                                name="g_adam").minimize(
                 graph.g_loss, var_list=g_vars)
+        with tf.control_dependencies([g_adam_op]):
+            g_train_op = self.ema_update(g_model_vars, global_step)
         return d_train_op, g_train_op
+
+    def ema_update(self, variables, global_step):
+        """Op moving the EMA shadow of each generator variable towards it.
+
+        shadow -= (1 - decay) * (shadow - variable), for the weights and the
+        batch-norm moving statistics alike. The decay ramps up as
+        (1 + step) / (10 + step) until it reaches --g_ema_decay, so that a
+        short run is not dominated by the initial weights. With a decay of 0
+        the shadows are plain copies, and turning the average on or off is a
+        training setting that can change on resume.
+        """
+        step = tf.cast(global_step, tf.float32)
+        decay = tf.minimum(self.hp.g_ema_decay, (1.0 + step) / (10.0 + step))
+        updates = []
+        for variable in variables:
+            shadow = self._ema_shadow(variable)
+            updates.append(shadow.assign_sub((1.0 - decay) * (shadow - variable)))
+        return tf.group(*updates, name="g_ema_update")
 
 
 def images_from_uint8(images):

@@ -46,13 +46,15 @@ def find_checkpoint(ckpt_dir="ckpt", checkpoint=None):
     return found
 
 
-def generate(z, checkpoint, hparams):
+def generate(z, checkpoint, hparams, use_ema=True):
     """Run the trained generator on z.
 
     Args:
       z: float32 [N, z_dim], any N.
       checkpoint: checkpoint prefix (see `find_checkpoint`).
       hparams: the run's HParams (see `train_gan.load_run_hparams`).
+      use_ema: use the moving average of G's weights if the run kept one
+        (--g_ema_decay above 0); False: the trained weights.
 
     Returns:
       float32 images [N, output_h, output_w, 3] in [-1, 1].
@@ -63,8 +65,9 @@ def generate(z, checkpoint, hparams):
     graph = tf.Graph()
     with graph.as_default():
         z_input = tf1.placeholder(tf.float32, [None, hparams.z_dim], name="z")
-        images = ganModel(hparams).generator(z_input, is_training=False)
-        generator_vars = graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES, "generator/")
+        images = ganModel(hparams).generator(
+            z_input, is_training=False, use_ema=use_ema and hparams.g_ema_decay > 0)
+        generator_vars = graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
         saver = tf1.train.Saver(generator_vars)
     check_checkpoint_fits(checkpoint, generator_vars)
     with tf1.Session(graph=graph) as sess:
@@ -77,7 +80,7 @@ def generate(z, checkpoint, hparams):
         return sess.run(images, {z_input: z})
 
 
-def predict(ckpt_dir="ckpt", checkpoint=None, num=64, seed=0, out="face.png"):
+def predict(ckpt_dir="ckpt", checkpoint=None, num=64, seed=0, out="face.png", use_ema=True):
     """Write `num` faces from z sampled with `seed` as one grid PNG.
 
     Returns:
@@ -88,7 +91,7 @@ def predict(ckpt_dir="ckpt", checkpoint=None, num=64, seed=0, out="face.png"):
     checkpoint = find_checkpoint(ckpt_dir, checkpoint)
     hparams = load_run_hparams(Path(checkpoint).parent)
     z = generate_face.sample_grid_z(seed, num, hparams.z_dim)
-    images = generate(z, checkpoint, hparams)
+    images = generate(z, checkpoint, hparams, use_ema)
     return generate_face.save_grid(images, out), checkpoint
 
 

@@ -356,7 +356,8 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
         sample_z = tf1.get_variable(
             "sample_z", initializer=generate_face.sample_grid_z(
                 hparams.seed, rows * cols, hparams.z_dim), trainable=False)
-        samples = model.generator(sample_z, is_training=False)
+        samples = model.generator(sample_z, is_training=False,
+                                  use_ema=hparams.g_ema_decay > 0)
         # Written on sample steps only: the grid, and every layer's weights.
         samples_summary = tf1.summary.merge(
             [tf1.summary.image("samples", image_grid(samples, rows, cols))]
@@ -497,10 +498,12 @@ def train(run, overrides=None, log=print):
                 if report:
                     d_fetch.append(gan.d_summary)
                     g_fetch.append(gan.g_summary)
-                # The G step reuses the D step's z batch (as in the classic
+                # The G steps reuse the D step's z batch (as in the classic
                 # TF1 DCGAN); the D op advances the global step.
                 try:
                     d_out = sess.run(d_fetch, feed)
+                    for _ in range(hparams.g_steps - 1):
+                        sess.run(g_train_op, feed)
                     g_out = sess.run(g_fetch, feed)
                     d_loss, d_real, d_fake, g_loss = d_out[1], d_out[2], d_out[3], g_out[1]
                     diverged = not (np.isfinite(d_loss) and np.isfinite(g_loss))

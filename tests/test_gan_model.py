@@ -236,3 +236,102 @@ def test_bf16_computes_in_bfloat16_and_keeps_float32_state():
 def test_precision_flag_is_validated():
     with pytest.raises(ValueError, match="--precision must be one of fp32, bf16"):
         HParams(precision="fp8").validate()
+
+
+# ---------------------------------------------------------------------------
+# Training levers: label smoothing, learning rates per network, EMA of G.
+# ---------------------------------------------------------------------------
+
+def test_real_label_is_the_target_of_real_images():
+    parts = build(dataclasses.replace(TINY, real_label=0.9))
+    gan = parts["gan"]
+    real, logits = parts["sess"].run([gan.d_loss_real, gan.d_real_logits], feed(parts, 5))
+    # Cross-entropy against 0.9: 0.9 * -log(sigmoid(x)) + 0.1 * -log(1 - sigmoid(x)).
+    expected = 0.9 * np.logaddexp(0.0, -logits) + 0.1 * np.logaddexp(0.0, logits)
+    assert real == pytest.approx(expected.mean(), rel=1e-5)
+    parts["sess"].close()
+
+
+@pytest.mark.parametrize("frozen", ["generator", "discriminator"])
+def test_each_network_steps_with_its_own_learning_rate(frozen):
+    # Adam's first step moves every weight by about its learning rate, so
+    # a network with a negligible rate stays put while the other moves.
+    tiny_rate = {"generator": "g_learning_rate", "discriminator": "d_learning_rate"}[frozen]
+    parts = build(dataclasses.replace(TINY, **{tiny_rate: 1e-12}))
+    sess, data = parts["sess"], feed(parts, 4)
+    weights = {net: variable(parts, name) for net, name in
+               (("generator", "generator/deconv1/w"), ("discriminator", "discriminator/conv1/w"))}
+    before = sess.run(weights)
+    sess.run(parts["d_op"], data)
+    sess.run(parts["g_op"], data)
+    after = sess.run(weights)
+    moved = {net: np.abs(after[net] - before[net]).max() for net in weights}
+    moving = ({"generator", "discriminator"} - {frozen}).pop()
+    assert moved[frozen] < 1e-9 and moved[moving] > 1e-5
+    parts["sess"].close()
+
+
+def test_learning_rates_default_to_the_shared_one():
+    hp = HParams(learning_rate=3e-4, d_learning_rate=1e-4)
+    assert (hp.d_lr, hp.g_lr) == (1e-4, 3e-4)
+    with pytest.raises(ValueError, match="--g_learning_rate"):
+        HParams(g_learning_rate=-1.0).validate()
+    with pytest.raises(ValueError, match="--real_label"):
+        HParams(real_label=0.4).validate()
+    with pytest.raises(ValueError, match="--g_ema_decay"):
+        HParams(g_ema_decay=1.0).validate()
+
+
+def ema_pairs(parts):
+    """[(generator variable, its EMA shadow)] of a built graph."""
+    return [(variable(parts, name), shadow)
+            for name, shadow in parts["model"].ema_shadows.items()]
+
+
+def test_ema_shadows_cover_weights_and_statistics_and_train_nothing():
+    parts = build()
+    names = {shadow.op.name for _, shadow in ema_pairs(parts)}
+    assert {"generator_ema/deconv1/w", "generator_ema/bn1/moving_mean",
+            "generator_ema/deconv4/b"} <= names
+    assert not any("adam" in name for name in names)
+    with parts["graph"].as_default():
+        assert not set(tf1.trainable_variables()) & {s for _, s in ema_pairs(parts)}
+    # They start equal to the weights, and with decay 0 they stay copies.
+    sess, data = parts["sess"], feed(parts, 4)
+    for live, shadow in ema_pairs(parts):
+        np.testing.assert_array_equal(*sess.run([live, shadow]))
+    sess.run(parts["d_op"], data)
+    sess.run(parts["g_op"], data)
+    for live, shadow in ema_pairs(parts):
+        np.testing.assert_array_equal(*sess.run([live, shadow]))
+    parts["sess"].close()
+
+
+def test_ema_update_follows_the_ramped_decay():
+    parts = build(dataclasses.replace(TINY, g_ema_decay=0.999))
+    sess, data = parts["sess"], feed(parts, 4)
+    pairs = ema_pairs(parts)
+    start = sess.run([live for live, _ in pairs])
+    sess.run(parts["d_op"], data)  # the global step is now 1
+    sess.run(parts["g_op"], data)
+    decay = min(0.999, (1 + 1) / (10 + 1))
+    for (live, shadow), initial in zip(pairs, start):
+        trained, averaged = sess.run([live, shadow])
+        np.testing.assert_allclose(averaged, decay * initial + (1 - decay) * trained,
+                                   rtol=1e-5, atol=1e-7)
+    parts["sess"].close()
+
+
+def test_generator_on_ema_weights_differs_from_the_trained_one():
+    parts = build(dataclasses.replace(TINY, g_ema_decay=0.99))
+    sess, data = parts["sess"], feed(parts, 4)
+    with parts["graph"].as_default():
+        averaged = parts["model"].generator(parts["z"], is_training=False, use_ema=True)
+        for _ in range(3):
+            sess.run(parts["d_op"], data)
+            sess.run(parts["g_op"], data)
+        trained_faces, ema_faces = sess.run([parts["sampled"], averaged], data)
+    assert averaged.shape.as_list() == [None, 64, 64, 3]
+    # A freshly initialised G draws near-zero pictures: compare relatively.
+    assert np.abs(trained_faces - ema_faces).max() > 0.05 * np.abs(trained_faces).max()
+    parts["sess"].close()

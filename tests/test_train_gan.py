@@ -272,3 +272,22 @@ def test_failed_checkpoint_write_names_the_folder_and_keeps_the_last_one(
     assert train_gan.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-1")
     reader = tf.train.load_checkpoint(str(tmp_path / "ckpt" / "gan.ckpt-1"))
     assert reader.get_tensor("global_step") == 1
+
+
+def test_g_steps_and_ema_in_a_real_run(tmp_path, demo_dir):
+    import predict_gan
+    flags = run_flags(tmp_path, demo_dir, 20, "--g_steps", "2", "--g_ema_decay", "0.9",
+                      "--sample_every", "20")
+    assert train_gan.main(flags) == 0
+    checkpoint = str(tmp_path / "ckpt" / "gan.ckpt-20")
+    # Adam's beta1 power counts each optimizer's updates: 20 for D, 40 for G.
+    assert tf.train.load_variable(checkpoint, "beta1_power") == pytest.approx(0.5 ** 21)
+    assert tf.train.load_variable(checkpoint, "beta1_power_1") == pytest.approx(0.5 ** 41)
+    # The training grid is drawn with the averaged weights, as predictions are.
+    grid = np.asarray(Image.open(tmp_path / "samples" / "train_000020.png"), np.int32)
+    paths = {ema: predict_gan.predict(tmp_path / "ckpt", num=64, seed=0, use_ema=ema,
+                                      out=tmp_path / f"ema_{ema}.png")[0]
+             for ema in (True, False)}
+    averaged, trained = (np.asarray(Image.open(paths[ema]), np.int32) for ema in (True, False))
+    assert np.abs(averaged - grid).max() <= 1
+    assert np.abs(trained - grid).max() > 1

@@ -1,0 +1,209 @@
+"""evaluate_gan.py: SWD, FID maths, diversity, and the command line."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import tensorflow as tf
+
+import evaluate_gan
+import generate_face
+from conftest import real_faces_or_skip
+
+tf1 = tf.compat.v1
+
+
+@pytest.fixture(scope="module")
+def faces(demo_dir):
+    """The 40 demo faces, preprocessed as training does: uint8 [40, 64, 64, 3]."""
+    images, _, _ = generate_face.load_faces(generate_face.list_image_files(demo_dir),
+                                            log=lambda *_: None)
+    return images
+
+
+def blurred(images):
+    return scipy.ndimage.uniform_filter(images.astype(np.float32), size=(1, 3, 3, 1)).round(
+        ).astype(np.uint8)
+
+
+def noisy(images, amount=20):
+    noise = np.random.default_rng(0).normal(0, amount, images.shape)
+    return np.clip(images + noise, 0, 255).astype(np.uint8)
+
+
+def test_pyramid_levels_and_reconstruction(faces):
+    pyramid = evaluate_gan.laplacian_pyramid(faces[:4], 3)
+    assert [level.shape[1:3] for level in pyramid] == [(64, 64), (32, 32), (16, 16)]
+    # A Laplacian pyramid loses nothing: expanding back up restores the image.
+    rebuilt = pyramid[2]
+    for detail in reversed(pyramid[:2]):
+        rebuilt = detail + evaluate_gan.pyramid_up(rebuilt)
+    np.testing.assert_allclose(rebuilt, faces[:4], atol=1e-3)
+    assert evaluate_gan.pyramid_resolutions(128, 128) == [128, 64, 32, 16]
+
+
+def test_identical_sets_are_at_distance_zero(faces):
+    result = evaluate_gan.swd(faces, faces.copy(), seed=3)
+    assert set(result) == {"64", "32", "16", "avg"}
+    assert all(value < 1e-6 for value in result.values())
+
+
+def test_blur_and_noise_are_far_and_affect_the_fine_levels_most(faces):
+    clean_vs_noisy = evaluate_gan.swd(faces, noisy(faces))
+    clean_vs_blurred = evaluate_gan.swd(faces, blurred(faces))
+    for result in (clean_vs_noisy, clean_vs_blurred):
+        assert result["avg"] > 10
+        assert result["64"] > 3 * result["16"]  # fine detail is what changed
+    # More noise, more distance.
+    assert evaluate_gan.swd(faces, noisy(faces, 40))["64"] > clean_vs_noisy["64"]
+
+
+def test_same_seed_same_numbers_other_seed_close(faces):
+    a = evaluate_gan.swd(faces, noisy(faces), seed=5)
+    b = evaluate_gan.swd(faces, noisy(faces), seed=5)
+    c = evaluate_gan.swd(faces, noisy(faces), seed=6)
+    assert a == b
+    assert a != c and abs(a["avg"] - c["avg"]) < 0.2 * a["avg"]
+
+
+def test_sets_of_different_sizes_are_refused(faces):
+    with pytest.raises(ValueError, match="differ in shape"):
+        evaluate_gan.swd(faces[:10], faces[:12])
+
+
+def test_floor_uses_disjoint_halves():
+    real = np.arange(10)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    compared, (a, b) = evaluate_gan.split_real(real, 3)
+    assert len(compared) == 3 and len(a) == len(b) == 3
+    assert not set(a[:, 0, 0, 0]) & set(b[:, 0, 0, 0])
+    _, (a, b) = evaluate_gan.split_real(real[:4], 3)  # too few: half each
+    assert len(a) == len(b) == 2 and not set(a[:, 0, 0, 0]) & set(b[:, 0, 0, 0])
+
+
+def test_frechet_distance_matches_the_closed_form_for_gaussians():
+    rng = np.random.default_rng(0)
+    mean_a, mean_b = rng.normal(size=4), rng.normal(size=4)
+    var_a, var_b = rng.uniform(0.5, 2, 4), rng.uniform(0.5, 2, 4)
+    # Diagonal covariances commute: FID = |dmu|^2 + sum (sqrt(a) - sqrt(b))^2.
+    expected = np.sum((mean_a - mean_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
+    got = evaluate_gan.frechet_distance(mean_a, np.diag(var_a), mean_b, np.diag(var_b))
+    assert got == pytest.approx(expected, rel=1e-9)
+    # A rotated pair shares the answer, through the full matrix square root.
+    rotation, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    got = evaluate_gan.frechet_distance(rotation @ mean_a, rotation @ np.diag(var_a) @ rotation.T,
+                                        rotation @ mean_b, rotation @ np.diag(var_b) @ rotation.T)
+    assert got == pytest.approx(expected, rel=1e-6)
+    # From samples, through feature_statistics.
+    samples_a = rng.normal(mean_a, np.sqrt(var_a), (200000, 4))
+    samples_b = rng.normal(mean_b, np.sqrt(var_b), (200000, 4))
+    got = evaluate_gan.frechet_distance(*evaluate_gan.feature_statistics(samples_a),
+                                        *evaluate_gan.feature_statistics(samples_b))
+    assert got == pytest.approx(expected, abs=0.05)
+
+
+def stand_in_inception(path):
+    """A frozen graph with the FID network's tensor names: pool_3 = mean colour / 255."""
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf1.placeholder(tf.float32, [None, None, None, 3], name="ExpandDims")
+        tf.identity(tf.reduce_mean(images, axis=[1, 2], keepdims=True) / 255.0, name="pool_3")
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    return path
+
+
+def test_fid_through_a_frozen_feature_graph(tmp_path, faces):
+    features = evaluate_gan.InceptionFeatures(stand_in_inception(tmp_path / "net.pb"))
+    colours = features(faces)
+    np.testing.assert_allclose(colours, faces.mean(axis=(1, 2)) / 255.0, atol=1e-5)
+    assert evaluate_gan.fid(features, faces, faces) == pytest.approx(0, abs=1e-9)
+    darker = (faces * 0.7).astype(np.uint8)
+    mean_a, mean_b = colours.mean(0), features(darker).mean(0)
+    assert evaluate_gan.fid(features, faces, darker) >= np.sum((mean_a - mean_b) ** 2) - 1e-9
+
+
+def test_inception_file_problems_are_named(tmp_path):
+    junk = tmp_path / "junk.pb"
+    junk.write_bytes(b"not a graph at all \x00\xff")
+    with pytest.raises(ValueError, match="not a frozen TensorFlow graph"):
+        evaluate_gan.InceptionFeatures(junk)
+    other = tmp_path / "other.pb"
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.placeholder(tf.float32, [None, 4], name="x")
+    other.write_bytes(graph.as_graph_def().SerializeToString())
+    with pytest.raises(ValueError, match="lacks the tensors"):
+        evaluate_gan.InceptionFeatures(other)
+
+
+def test_diversity_flags_a_collapsed_set(faces):
+    assert evaluate_gan.diversity(np.repeat(faces[:1], 20, axis=0)) < 1e-6
+    assert evaluate_gan.diversity(faces) > 0.2
+    collapsed = noisy(np.repeat(faces[:1], 40, axis=0), 5)  # one face, a little noise
+    result = evaluate_gan.evaluate(collapsed, faces, log=lambda *_: None)
+    assert result["diversity"]["collapse_warning"]
+    assert not evaluate_gan.evaluate(noisy(faces), faces,
+                                     log=lambda *_: None)["diversity"]["collapse_warning"]
+
+
+def evaluate_json(capsys, *flags):
+    assert evaluate_gan.main([*flags, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_on_a_checkpoint_json_and_table(capsys, trained_run, drawing_run, demo_dir):
+    flags = ["--real_dir", str(demo_dir), "--num_images", "20", "--seed", "1"]
+    early = evaluate_json(capsys, "--ckpt_dir", str(trained_run / "ckpt"), *flags)
+    late = evaluate_json(capsys, "--ckpt_dir", str(drawing_run / "ckpt"), *flags)
+    again = evaluate_json(capsys, "--ckpt_dir", str(drawing_run / "ckpt"), *flags)
+    assert late == again  # deterministic for a seed
+    assert (late["num_images"], late["real_vs_real_images"], late["step"]) == (20, 20, 40)
+    assert set(late["swd"]) == set(late["real_vs_real"]) == {"64", "32", "16", "avg"}
+    assert late["fid"] is None and "inception_weights" in late["fid_unavailable"]
+    # 40 steps of training beat 3, and real faces beat both.
+    assert early["swd"]["avg"] > 1.15 * late["swd"]["avg"]
+    assert late["real_vs_real"]["avg"] < 0.5 * late["swd"]["avg"]
+    assert evaluate_gan.main(["--ckpt_dir", str(drawing_run / "ckpt"), *flags]) == 0
+    table = capsys.readouterr().out
+    assert "SWD x1e3 (20 vs 20)" in table and "real vs real" in table
+    assert "FID unavailable" in table
+
+
+def test_a_folder_of_saved_faces_scores_as_its_checkpoint(capsys, tmp_path, drawing_run,
+                                                          demo_dir):
+    import train_gan
+    ckpt = drawing_run / "ckpt"
+    checkpoint = train_gan.latest_checkpoint(ckpt)
+    fakes = evaluate_gan.generate_faces(checkpoint, train_gan.load_run_hparams(ckpt), 20, 0)
+    folder = tmp_path / "fakes"
+    folder.mkdir()
+    for i, face in enumerate(fakes):
+        generate_face.atomic_save_image(face, folder / f"fake_{i:03d}.png")
+    flags = ["--real_dir", str(demo_dir), "--num_images", "20"]
+    from_folder = evaluate_json(capsys, "--fake_dir", str(folder), *flags)
+    from_checkpoint = evaluate_json(capsys, "--ckpt_dir", str(ckpt), *flags)
+    assert from_folder["swd"] == from_checkpoint["swd"]
+    assert from_folder["fake_dir"] == str(folder)
+
+
+def test_cli_errors(capsys, tmp_path, demo_dir):
+    assert evaluate_gan.main(["--ckpt_dir", str(tmp_path / "none"),
+                              "--real_dir", str(demo_dir)]) == 1
+    assert "train first" in capsys.readouterr().err
+    assert evaluate_gan.main(["--fake_dir", str(demo_dir), "--real_dir", str(tmp_path)]) == 1
+    assert "no images" in capsys.readouterr().err
+    assert evaluate_gan.main(["--fake_dir", str(demo_dir), "--real_dir", str(demo_dir),
+                              "--inception_weights", str(tmp_path / "missing.pb")]) == 1
+    assert "missing.pb not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_gan.main(["--real_dir", str(demo_dir), "--num_images", "1"])
+
+
+def test_real_faces_halves_are_near_each_other():
+    real = evaluate_gan.load_real(real_faces_or_skip(), generate_face.Preprocessing(), 200, 0,
+                                  lambda *_: None)
+    result = evaluate_gan.evaluate(real[200:], real[:200], log=lambda *_: None)
+    blurred_result = evaluate_gan.evaluate(blurred(real[200:]), real[:200],
+                                           log=lambda *_: None)
+    assert result["swd"]["avg"] < 2 * result["real_vs_real"]["avg"]
+    assert blurred_result["swd"]["64"] > 3 * result["swd"]["64"]
