@@ -26,6 +26,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import scipy.ndimage
+import scipy.sparse
+import scipy.sparse.linalg
 from PIL import Image, ImageDraw, ImageFilter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -42,6 +45,7 @@ STREAM_SHUFFLE = 0
 STREAM_TRAIN_Z = 1
 STREAM_SAMPLE_Z = 2
 STREAM_FLIP = 3
+STREAM_MASK = 4
 
 # CelebA's img_align_celeba format, which the demo data imitates.
 CELEBA_WIDTH = 178
@@ -516,14 +520,17 @@ def grid_shape(num):
     return rows, math.ceil(num / rows)
 
 
-def image_grid(images):
+def image_grid(images, cols=None):
     """Tile images [N, H, W, C] in [-1, 1] into one uint8 picture.
+
+    Args:
+      cols: cells per row; default from `grid_shape`.
 
     Returns uint8 [rows * H, cols * W, C]; cells past N stay black.
     """
     images = to_uint8(images)
     num, height, width, channels = images.shape
-    rows, cols = grid_shape(num)
+    rows, cols = grid_shape(num) if cols is None else (math.ceil(num / cols), cols)
     grid = np.zeros((rows * height, cols * width, channels), np.uint8)
     for i in range(num):
         row, col = divmod(i, cols)
@@ -532,25 +539,153 @@ def image_grid(images):
 
 
 def atomic_save_image(pixels, path, **save_options):
-    """Write a uint8 array as an image file, replacing `path` atomically.
+    """Write a uint8 array (or a list of them: an animation) as an image file.
 
-    The picture goes to a temporary name in the same folder first, so an
-    interrupted write never leaves a half-written file under `path`.
+    The picture goes to a temporary name in the same folder first, then
+    replaces `path`, so an interrupted write never leaves a half-written
+    file under `path`.
     """
     path = Path(path)
     if path.parent != Path(""):
         path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    image = Image.fromarray(pixels)
-    image.save(temporary, format=Image.registered_extensions()[path.suffix.lower()],
-               **save_options)
+    frames = [Image.fromarray(frame) for frame in (
+        pixels if isinstance(pixels, (list, tuple)) else [pixels])]
+    if len(frames) > 1:
+        save_options = dict(save_all=True, append_images=frames[1:], **save_options)
+    try:
+        image_format = Image.registered_extensions()[path.suffix.lower()]
+    except KeyError:
+        raise ValueError(f"{path}: unknown picture type {path.suffix!r}; use .png, .jpg "
+                         f"or .gif") from None
+    frames[0].save(temporary, format=image_format, **save_options)
     os.replace(temporary, path)
     return path
 
 
-def save_grid(images, path):
+def save_grid(images, path, cols=None):
     """Save images [N, H, W, 3] in [-1, 1] as one grid PNG (see `image_grid`)."""
-    return atomic_save_image(image_grid(images), path)
+    return atomic_save_image(image_grid(images, cols), path)
+
+
+# --------------------------------------------------------------------------
+# Completion masks and blending (predict_gan.py --complete).
+# A mask is float32 [H, W]: 1 where the pixel is known, 0 in the hole.
+# --------------------------------------------------------------------------
+
+MASK_KINDS = ("center", "left", "right", "top", "bottom", "random")
+RANDOM_MASK_HOLE = 0.8  # share of pixels missing in a random mask
+CONTEXT_WINDOW = 7      # neighbourhood of the contextual-loss weights
+
+
+def make_mask(kind, height, width, seed=0):
+    """A mask of one of MASK_KINDS.
+
+    center: the middle half of each side is missing (a quarter of the area);
+    left/right/top/bottom: that half of the picture is missing; random:
+    RANDOM_MASK_HOLE of the pixels, chosen with `seed`, are missing.
+    """
+    mask = np.ones((height, width), np.float32)
+    if kind == "center":
+        mask[height // 4:height - height // 4, width // 4:width - width // 4] = 0
+    elif kind == "left":
+        mask[:, :width // 2] = 0
+    elif kind == "right":
+        mask[:, width // 2:] = 0
+    elif kind == "top":
+        mask[:height // 2] = 0
+    elif kind == "bottom":
+        mask[height // 2:] = 0
+    elif kind == "random":
+        rng = run_rng(seed, STREAM_MASK)
+        mask[rng.random((height, width)) < RANDOM_MASK_HOLE] = 0
+    else:
+        raise ValueError(f"unknown mask {kind!r}: use one of {', '.join(MASK_KINDS)} "
+                         f"or a PNG file")
+    return mask
+
+
+def load_mask(path, height, width):
+    """A mask drawn as a picture: white (>= 128) is known, black is the hole.
+
+    Raises:
+      ValueError: the file is missing or unreadable, not height x width, or
+        has no hole, or no known pixel.
+    """
+    try:
+        with Image.open(path) as image:
+            grey = np.asarray(image.convert("L"))
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ValueError(f"cannot read mask {printable(path)}: {error}") from error
+    if grey.shape != (height, width):
+        raise ValueError(f"mask {printable(path)} is {grey.shape[1]}x{grey.shape[0]}; it must "
+                         f"be {width}x{height}, the size the model draws")
+    return check_mask((grey >= 128).astype(np.float32), printable(path))
+
+
+def check_mask(mask, name):
+    """Return the mask if it has a hole and known pixels, else raise ValueError."""
+    if mask.min() > 0:
+        raise ValueError(f"mask {name} has no hole (no black pixel): nothing to complete")
+    if mask.max() == 0:
+        raise ValueError(f"mask {name} hides every pixel: nothing to complete from")
+    return mask
+
+
+def context_weights(mask, window=CONTEXT_WINDOW):
+    """Weights of the contextual loss (Yeh et al. 2017): float32 [H, W].
+
+    A known pixel counts by the share of hole pixels in the window around
+    it, so the pixels bordering the hole, which the fill must continue,
+    matter most; pixels far from the hole and the hole itself count 0.
+    """
+    hole_share = scipy.ndimage.uniform_filter(1.0 - mask, size=window, mode="constant")
+    return (mask * hole_share).astype(np.float32)
+
+
+def poisson_blend(known, generated, mask):
+    """Fill the hole so that its gradients are the generated ones.
+
+    Solves the discrete Poisson equation inside the hole (Perez et al. 2003):
+    the result's Laplacian there equals the generated image's, and on the
+    hole's border it meets the known pixels, so the seam disappears. Known
+    pixels are returned unchanged.
+
+    Args:
+      known, generated: float [H, W, C] in [-1, 1].
+      mask: [H, W], 1 known and 0 hole.
+
+    Returns:
+      float32 [H, W, C] in [-1, 1].
+    """
+    height, width, channels = known.shape
+    hole = np.flatnonzero(mask.ravel() == 0)
+    index = -np.ones(height * width, np.int64)
+    index[hole] = np.arange(len(hole))
+    rows, cols, values = [], [], []
+    rhs = np.zeros((len(hole), channels))
+    flat_known = known.reshape(-1, channels)
+    flat_generated = generated.reshape(-1, channels)
+    for k, pixel in enumerate(hole):
+        y, x = divmod(pixel, width)
+        neighbours = [(y + dy) * width + (x + dx) for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))
+                      if 0 <= y + dy < height and 0 <= x + dx < width]
+        rows.append(k)
+        cols.append(k)
+        values.append(len(neighbours))
+        for neighbour in neighbours:
+            rhs[k] += flat_generated[pixel] - flat_generated[neighbour]
+            if index[neighbour] >= 0:
+                rows.append(k)
+                cols.append(index[neighbour])
+                values.append(-1.0)
+            else:
+                rhs[k] += flat_known[neighbour]
+    system = scipy.sparse.csc_matrix((values, (rows, cols)), shape=(len(hole), len(hole)))
+    solved = scipy.sparse.linalg.splu(system).solve(rhs)
+    out = flat_known.astype(np.float32).copy()
+    out[hole] = np.clip(solved, -1.0, 1.0)
+    return out.reshape(height, width, channels)
 
 
 # --------------------------------------------------------------------------

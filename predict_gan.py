@@ -1,22 +1,33 @@
-"""Write new faces from a trained checkpoint.
+"""Write faces from a trained checkpoint.
 
-    python predict_gan.py                      # 8x8 grid -> face.png
-    python predict_gan.py --num 1 --seed 7     # one 64x64 face
+    python predict_gan.py                          # 8x8 grid -> face.png
+    python predict_gan.py --num 1 --seed 7         # one 64x64 face
+    python predict_gan.py --save_z z.npy           # the grid, and its z (one per cell)
+    python predict_gan.py --interpolate 3,17,42 --steps 8 --out walk.png --gif walk.gif
+    python predict_gan.py --arithmetic "3,7 - 12,5 + 20" --z_file z.npy --out sum.png
+    python predict_gan.py --complete a.jpg b.png --mask center --out completed.png
+    python predict_gan.py --export_savedmodel export/faces
 
 The graph is rebuilt from the hparams.json saved next to the checkpoints,
-and the generator runs in inference mode (batch-norm moving averages).
+and the networks run in inference mode (batch-norm moving averages).
 """
 
 import argparse
+import json
+import os
+import re
+import shutil
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 import generate_face
 from gan_model import ganModel
-from train_gan import (check_checkpoint_fits, latest_checkpoint,
-                       load_run_hparams)
+from train_gan import (check_checkpoint_fits, latest_checkpoint, load_run_hparams,
+                       preprocessing)
 
 tf1 = tf.compat.v1
 
@@ -46,6 +57,29 @@ def find_checkpoint(ckpt_dir="ckpt", checkpoint=None):
     return found
 
 
+class NetworkRestorer:
+    """Restores the variables a checkpoint provides: both networks and G's averages.
+
+    Build it inside the graph (its Saver adds ops), before any Session runs.
+    """
+
+    def __init__(self, graph):
+        self.variables = [v for v in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
+                          if v.op.name.split("/")[0] in
+                          ("generator", "generator_ema", "discriminator")]
+        self.saver = tf1.train.Saver(self.variables)
+
+    def restore(self, sess, checkpoint):
+        """Restore into sess, with errors that say what to do."""
+        check_checkpoint_fits(checkpoint, self.variables)
+        try:
+            self.saver.restore(sess, checkpoint)
+        except tf.errors.OpError as error:
+            raise ValueError(
+                f"checkpoint {checkpoint} cannot be read ({error.message.splitlines()[0]}); "
+                f"pass an older one with --checkpoint") from error
+
+
 def generate(z, checkpoint, hparams, use_ema=True):
     """Run the trained generator on z.
 
@@ -67,21 +101,26 @@ def generate(z, checkpoint, hparams, use_ema=True):
         z_input = tf1.placeholder(tf.float32, [None, hparams.z_dim], name="z")
         images = ganModel(hparams).generator(
             z_input, is_training=False, use_ema=use_ema and hparams.g_ema_decay > 0)
-        generator_vars = graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
-        saver = tf1.train.Saver(generator_vars)
-    check_checkpoint_fits(checkpoint, generator_vars)
+        restorer = NetworkRestorer(graph)
     with tf1.Session(graph=graph) as sess:
-        try:
-            saver.restore(sess, checkpoint)
-        except tf.errors.OpError as error:
-            raise ValueError(
-                f"checkpoint {checkpoint} cannot be read ({error.message.splitlines()[0]}); "
-                f"pass an older one with --checkpoint") from error
+        restorer.restore(sess, checkpoint)
         return sess.run(images, {z_input: z})
 
 
-def predict(ckpt_dir="ckpt", checkpoint=None, num=64, seed=0, out="face.png", use_ema=True):
+def seed_z(seed, z_dim, truncation=1.0):
+    """The z of `--num 1 --seed <seed>`: float32 [z_dim]."""
+    return generate_face.sample_grid_z(seed, 1, z_dim)[0] * truncation
+
+
+def predict(ckpt_dir="ckpt", checkpoint=None, num=64, seed=0, out="face.png", use_ema=True,
+            truncation=1.0, save_z=None):
     """Write `num` faces from z sampled with `seed` as one grid PNG.
+
+    Args:
+      truncation: z is drawn uniform in [-truncation, truncation): below 1,
+        faces closer to the average, less varied.
+      save_z: also write the z vectors, float32 [num, z_dim] (cell i of the
+        grid is row i // columns, column i % columns), for --z_file.
 
     Returns:
       (path written, checkpoint used).
@@ -90,34 +129,425 @@ def predict(ckpt_dir="ckpt", checkpoint=None, num=64, seed=0, out="face.png", us
         raise ValueError(f"--num must be at least 1, got {num}")
     checkpoint = find_checkpoint(ckpt_dir, checkpoint)
     hparams = load_run_hparams(Path(checkpoint).parent)
-    z = generate_face.sample_grid_z(seed, num, hparams.z_dim)
+    z = generate_face.sample_grid_z(seed, num, hparams.z_dim) * truncation
     images = generate(z, checkpoint, hparams, use_ema)
-    return generate_face.save_grid(images, out), checkpoint
+    path = generate_face.save_grid(images, out)
+    if save_z:
+        save_z_file(z, save_z)
+    return path, checkpoint
 
 
-def main(argv=None):
+def save_z_file(z, path):
+    """Write z [N, z_dim] as .npy, atomically."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(temporary, "wb") as handle:
+        np.save(handle, z.astype(np.float32))
+    os.replace(temporary, path)
+
+
+def load_z_file(path, z_dim):
+    """z vectors saved by --save_z: float32 [N, z_dim] (never unpickled)."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read --z_file {path}: {error}") from error
+    if z.ndim != 2 or z.shape[1] != z_dim:
+        raise ValueError(f"--z_file {path} holds an array of shape {list(z.shape)}; this "
+                         f"checkpoint needs [N, {z_dim}] (write one with --save_z)")
+    return z.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Interpolation and arithmetic in z
+# ---------------------------------------------------------------------------
+
+def parse_numbers(text, flag):
+    """'3,17, 42' -> [3, 17, 42] (ValueError naming the flag otherwise)."""
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
+    if any(n < 0 for n in numbers):
+        raise ValueError(f"{flag} numbers must be 0 or more, got {text!r}")
+    return numbers
+
+
+def slerp(a, b, t):
+    """Spherical interpolation from a (t=0) to b (t=1) along the great circle.
+
+    Walks at a steady angle between the two directions while the length
+    changes linearly with the ends', avoiding the short vectors that a
+    straight line through the middle of z-space passes (White 2016). Nearly
+    parallel vectors fall back to a straight line.
+    """
+    cosine = np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)
+    omega = np.arccos(np.clip(cosine, -1.0, 1.0))
+    if np.sin(omega) < 1e-6:
+        return (1.0 - t) * a + t * b
+    # Coefficients first, so that t = 0 and t = 1 give the ends exactly.
+    weight_a = np.sin((1.0 - t) * omega) / np.sin(omega)
+    weight_b = np.sin(t * omega) / np.sin(omega)
+    return weight_a * a + weight_b * b
+
+
+def interpolation_z(ends, steps):
+    """z of a walk through `ends` [K, z_dim]: [(K - 1) * steps, z_dim].
+
+    Row r (the pair ends[r] -> ends[r + 1]) holds `steps` points, both ends
+    included.
+    """
+    return np.stack([slerp(a, b, t) for a, b in zip(ends[:-1], ends[1:])
+                     for t in np.linspace(0.0, 1.0, steps)]).astype(np.float32)
+
+
+def interpolate(checkpoint, hparams, points, steps, out, gif=None, z_file=None,
+                truncation=1.0, use_ema=True):
+    """Write a grid walking through z (rows = pairs, columns = steps).
+
+    Args:
+      points: seeds (each the face of `--num 1 --seed <s>`), or with z_file
+        cells of that file.
+      gif: also write an animation through every point and back.
+    """
+    if len(points) < 2:
+        raise ValueError("--interpolate needs at least 2 seeds (or cells), e.g. 3,17")
+    if steps < 2:
+        raise ValueError(f"--steps must be at least 2 (the two ends), got {steps}")
+    ends = pick_cells(load_z_file(z_file, hparams.z_dim), points, "--interpolate") \
+        if z_file else np.stack([seed_z(s, hparams.z_dim, truncation) for s in points])
+    z = interpolation_z(ends, steps)
+    images = generate(z, checkpoint, hparams, use_ema)
+    path = generate_face.save_grid(images, out, cols=steps)
+    if gif:
+        # Skip each pair's first frame after the first pair: it repeats the
+        # previous pair's last.
+        walk = [image for i, image in enumerate(images) if i < steps or i % steps]
+        frames = [generate_face.to_uint8(image) for image in walk + walk[-2:0:-1]]
+        generate_face.atomic_save_image(frames, gif, duration=120, loop=0)
+    return path
+
+
+def pick_cells(z, cells, flag):
+    """z[cells], with an error naming the flag when a cell is out of range."""
+    for cell in cells:
+        if cell >= len(z):
+            raise ValueError(f"{flag}: cell {cell} is out of range; the z file holds "
+                             f"{len(z)} vectors (cells 0-{len(z) - 1})")
+    return z[cells]
+
+
+ARITHMETIC_TERM = re.compile(r"\s*([+-]?)\s*(\d+(?:\s*,\s*\d+)*)\s*")
+
+
+def parse_arithmetic(expression):
+    """'3,7 - 12,5 + 20' -> [(+1, [3, 7]), (-1, [12, 5]), (+1, [20])]."""
+    terms, position = [], 0
+    while position < len(expression):
+        match = ARITHMETIC_TERM.match(expression, position)
+        if not match or (terms and not match.group(1)):
+            raise ValueError(
+                f"cannot read --arithmetic {expression!r} at character {position + 1}: "
+                f"write terms of comma-separated cells joined by + or -, e.g. "
+                f"\"3,7 - 12,5 + 20\"")
+        sign = -1.0 if match.group(1) == "-" else 1.0
+        terms.append((sign, parse_numbers(re.sub(r"\s", "", match.group(2)), "--arithmetic")))
+        position = match.end()
+    if not terms:
+        raise ValueError("--arithmetic is empty; e.g. \"3,7 - 12,5 + 20\"")
+    return terms
+
+
+def arithmetic(checkpoint, hparams, expression, z_file, out, use_ema=True):
+    """Face arithmetic (Radford et al. 2016): average each term's cells' z,
+    add and subtract the averages, draw the result.
+
+    Writes one row: each term's average face, then the result.
+
+    Returns:
+      (path, result z [z_dim]).
+    """
+    if not z_file:
+        raise ValueError("--arithmetic needs --z_file: write a grid with --save_z z.npy, "
+                         "pick its cells, then pass --z_file z.npy")
+    z = load_z_file(z_file, hparams.z_dim)
+    averages = [pick_cells(z, cells, "--arithmetic").mean(axis=0)
+                for _, cells in parse_arithmetic(expression)]
+    signs = [sign for sign, _ in parse_arithmetic(expression)]
+    result = sum(sign * average for sign, average in zip(signs, averages))
+    images = generate(np.stack(averages + [result]).astype(np.float32), checkpoint, hparams,
+                      use_ema)
+    return generate_face.save_grid(images, out, cols=len(images)), result
+
+
+# ---------------------------------------------------------------------------
+# Completion
+# ---------------------------------------------------------------------------
+
+def build_mask(spec, height, width, seed=0):
+    """--mask: a kind from generate_face.MASK_KINDS, or a PNG file."""
+    if spec in generate_face.MASK_KINDS:
+        return generate_face.check_mask(generate_face.make_mask(spec, height, width, seed),
+                                        spec)
+    if not Path(spec).is_file():
+        raise ValueError(f"--mask {spec} is neither a file nor one of "
+                         f"{', '.join(generate_face.MASK_KINDS)}")
+    return generate_face.load_mask(spec, height, width)
+
+
+def load_images_to_complete(paths, hparams):
+    """Each file through the training preprocessing: float32 [N, H, W, 3] in [-1, 1]."""
+    prep = preprocessing(hparams)
+    faces = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--complete: {path} not found")
+        try:
+            faces.append(generate_face.load_face(path, prep))
+        except generate_face.BadImageError as error:
+            raise ValueError(f"--complete: {path}: {error}") from error
+    return generate_face.to_unit_range(np.stack(faces))
+
+
+def complete(checkpoint, hparams, known, mask, iterations=300, z_lr=0.01,
+             perceptual_weight=0.1, blend="poisson", seed=0, use_ema=True, log=print):
+    """Fill the hole of each image with the generator (Yeh et al. 2017).
+
+    z starts random and is fitted with Adam to minimise the contextual loss
+    plus perceptual_weight x the perceptual loss, clipped to z's range
+    [-1, 1] after every step; the fill is then pasted into the hole, with
+    Poisson blending at the seam (blend="poisson") or as it is ("none").
+
+    Args:
+      known: float32 [N, H, W, 3] in [-1, 1].
+      mask: float32 [H, W], 1 known, 0 hole.
+
+    Returns:
+      dict of float32 [N, H, W, 3] arrays "masked", "generated", "blended",
+      and "contextual_loss", the mean contextual loss before the first and
+      after every later iteration ([iterations + 1]).
+    """
+    if iterations < 1:
+        raise ValueError(f"--iterations must be at least 1, got {iterations}")
+    if blend not in ("poisson", "none"):
+        raise ValueError(f"--blend must be poisson or none, got {blend!r}")
+    count = len(known)
+    weights = generate_face.context_weights(mask)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(seed)
+        start = generate_face.sample_grid_z(seed, count, hparams.z_dim)
+        z = tf1.get_variable("completion/z", initializer=start)
+        model = ganModel(hparams)
+        generated, contextual, perceptual = model.completion_losses(
+            z, tf.constant(known), tf.constant(weights[None]),
+            use_ema=use_ema and hparams.g_ema_decay > 0)
+        loss = tf.reduce_sum(contextual + perceptual_weight * perceptual)
+        fit = tf1.train.AdamOptimizer(z_lr, beta1=0.9, name="z_adam").minimize(
+            loss, var_list=[z])
+        with tf.control_dependencies([fit]):
+            step = z.assign(tf.clip_by_value(z, -1.0, 1.0))
+        mean_contextual = tf.reduce_mean(contextual)
+        restorer = NetworkRestorer(graph)
+        init_own = tf1.variables_initializer(  # z and its Adam state
+            [v for v in tf1.global_variables() if v not in restorer.variables])
+    graph.finalize()
+    with tf1.Session(graph=graph) as sess:
+        restorer.restore(sess, checkpoint)
+        sess.run(init_own)
+        history = [sess.run(mean_contextual)]
+        started = time.monotonic()
+        for i in range(1, iterations + 1):
+            history.append(sess.run([step, mean_contextual])[1])
+            if i % 100 == 0 or i == iterations:
+                log(f"iteration {i}/{iterations}  contextual loss {history[-1]:.3f}  "
+                    f"({time.monotonic() - started:.0f}s)")
+        filled = sess.run(generated)
+    hole = (mask == 0)[..., None]
+    if blend == "poisson":
+        blended = np.stack([generate_face.poisson_blend(k, f, mask)
+                            for k, f in zip(known, filled)])
+    else:
+        blended = np.where(hole, filled, known)
+    return {"masked": np.where(hole, 0.0, known).astype(np.float32), "generated": filled,
+            "blended": blended.astype(np.float32), "contextual_loss": np.array(history)}
+
+
+# ---------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------
+
+def export_savedmodel(checkpoint, hparams, out_dir, use_ema=True):
+    """Write the generator as a SavedModel, usable without this repository.
+
+    Signatures:
+      serving_default: z float32 [N, z_dim] -> images float32 [N, H, W, 3]
+        in [-1, 1], and images_uint8 [N, H, W, 3].
+      preprocessing: no input -> the constants of the run's data pipeline
+        (crop, output size, z's length and range).
+
+    The folder is written under a temporary name and renamed when complete.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ValueError(f"--export_savedmodel {out_dir} already exists; pass a new folder")
+    graph = tf.Graph()
+    with graph.as_default():
+        z = tf1.placeholder(tf.float32, [None, hparams.z_dim], name="z")
+        images = ganModel(hparams).generator(
+            z, is_training=False, use_ema=use_ema and hparams.g_ema_decay > 0)
+        images = tf.identity(images, name="images")
+        images_uint8 = tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0, 255),
+                               tf.uint8, name="images_uint8")
+        constants = {name: tf.constant(value, name=name) for name, value in (
+            ("crop_h", hparams.crop_h), ("crop_w", hparams.crop_w),
+            ("is_crop", hparams.is_crop), ("output_h", hparams.output_h),
+            ("output_w", hparams.output_w), ("z_dim", hparams.z_dim),
+            ("z_min", -1.0), ("z_max", 1.0))}
+        build = tf1.saved_model.build_signature_def
+        info = tf1.saved_model.build_tensor_info
+        predict_method = tf1.saved_model.PREDICT_METHOD_NAME
+        signatures = {
+            "serving_default": build(
+                inputs={"z": info(z)},
+                outputs={"images": info(images), "images_uint8": info(images_uint8)},
+                method_name=predict_method),
+            "preprocessing": build(
+                inputs={}, outputs={k: info(v) for k, v in constants.items()},
+                method_name=predict_method),
+        }
+        restorer = NetworkRestorer(graph)
+    temporary = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    with tf1.Session(graph=graph) as sess:
+        restorer.restore(sess, checkpoint)
+        builder = tf1.saved_model.Builder(str(temporary))
+        builder.add_meta_graph_and_variables(sess, [tf1.saved_model.SERVING],
+                                             signature_def_map=signatures)
+        builder.save()
+    extra = temporary / "assets.extra"
+    extra.mkdir(exist_ok=True)
+    (extra / "hparams.json").write_text(json.dumps(
+        {**hparams.to_dict(), "checkpoint": str(checkpoint)}, indent=2) + "\n")
+    os.replace(temporary, out_dir)
+    return out_dir
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+def build_parser():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt_dir", default="ckpt",
                         help="folder of a training run; its newest checkpoint is used")
     parser.add_argument("--checkpoint", default=None,
                         help="a specific checkpoint prefix (e.g. ckpt/gan.ckpt-2000)")
-    parser.add_argument("--num", type=int, default=64,
-                        help="faces to write, tiled in a grid (1: a single face)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the z vectors")
-    parser.add_argument("--out", default="face.png", help="PNG file to write")
+    parser.add_argument("--out", default="face.png", help="picture to write (default: face.png)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the z vectors (and of a random mask)")
+    parser.add_argument("--truncation", type=float, default=1.0,
+                        help="draw z in [-t, t) instead of [-1, 1): below 1, more typical "
+                             "and less varied faces (default: 1)")
+    parser.add_argument("--use_ema", type=generate_face.parse_bool, default=True,
+                        help="use the moving average of G's weights when the run kept one "
+                             "(default: true)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--interpolate", metavar="A,B[,C...]",
+                       help="walk through z between these seeds (or --z_file cells)")
+    modes.add_argument("--arithmetic", metavar="EXPR",
+                       help="face arithmetic on --z_file cells, e.g. \"3,7 - 12,5 + 20\"")
+    modes.add_argument("--complete", nargs="+", metavar="IMAGE",
+                       help="fill the --mask hole of these face photos")
+    modes.add_argument("--export_savedmodel", metavar="DIR",
+                       help="write the generator as a SavedModel to DIR")
+    sampling = parser.add_argument_group("sampling (the default mode)")
+    sampling.add_argument("--num", type=int, default=64,
+                          help="faces to write, tiled in a grid (1: a single face)")
+    sampling.add_argument("--save_z", metavar="FILE.npy",
+                          help="also save the grid's z vectors, one per cell")
+    walk = parser.add_argument_group("--interpolate and --arithmetic")
+    walk.add_argument("--steps", type=int, default=8,
+                      help="faces per pair, both ends included (default: 8)")
+    walk.add_argument("--gif", metavar="FILE.gif", help="also write the walk as an animation")
+    walk.add_argument("--z_file", metavar="FILE.npy",
+                      help="z vectors from --save_z; numbers then name its cells")
+    fill = parser.add_argument_group("--complete")
+    fill.add_argument("--mask", default="center",
+                      help=f"{', '.join(generate_face.MASK_KINDS)}, or a PNG of the model's "
+                           f"size, white = keep, black = fill (default: center)")
+    fill.add_argument("--iterations", type=int, default=300,
+                      help="Adam steps on z (default: 300)")
+    fill.add_argument("--z_lr", type=float, default=0.01,
+                      help="Adam learning rate on z (default: 0.01)")
+    fill.add_argument("--perceptual_weight", type=float, default=0.1,
+                      help="weight of the perceptual loss against the contextual one "
+                           "(default: 0.1)")
+    fill.add_argument("--blend", choices=("poisson", "none"), default="poisson",
+                      help="how the fill meets the photo at the seam (default: poisson)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.num < 1:
-        parser.error(f"--num must be at least 1, got {args.num}")
+    for name in ("num", "steps", "iterations"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.seed < 0:
         parser.error(f"--seed must be 0 or more, got {args.seed}")
+    if not 0 < args.truncation <= 1:
+        parser.error(f"--truncation must be in (0, 1], got {args.truncation}")
+    if not (args.z_lr > 0 and args.perceptual_weight >= 0):
+        parser.error("--z_lr must be above 0 and --perceptual_weight 0 or more")
+    # TensorFlow's Python-side deprecation notices (the SavedModel builder's,
+    # say) are not actionable for a user of this script.
+    tf.get_logger().setLevel("ERROR")
     try:
-        out, used = predict(args.ckpt_dir, args.checkpoint, args.num, args.seed, args.out)
+        message = run(args)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {out} ({args.num} face{'s' if args.num > 1 else ''} from {used})")
+    print(message)
     return 0
+
+
+def run(args):
+    """Carry out the chosen mode; returns the line to print."""
+    if (args.interpolate, args.arithmetic, args.complete, args.export_savedmodel) == (
+            None, None, None, None):
+        out, used = predict(args.ckpt_dir, args.checkpoint, args.num, args.seed, args.out,
+                            args.use_ema, args.truncation, args.save_z)
+        saved = f"; z in {args.save_z}" if args.save_z else ""
+        return f"wrote {out} ({args.num} face{'s' if args.num > 1 else ''} from {used}{saved})"
+    checkpoint = find_checkpoint(args.ckpt_dir, args.checkpoint)
+    hparams = load_run_hparams(Path(checkpoint).parent)
+    if args.interpolate is not None:
+        points = parse_numbers(args.interpolate, "--interpolate")
+        out = interpolate(checkpoint, hparams, points, args.steps, args.out, args.gif,
+                          args.z_file, args.truncation, args.use_ema)
+        also = f" and {args.gif}" if args.gif else ""
+        return (f"wrote {out}{also} ({len(points) - 1} row(s) of {args.steps} steps "
+                f"from {checkpoint})")
+    if args.arithmetic is not None:
+        out, _ = arithmetic(checkpoint, hparams, args.arithmetic, args.z_file, args.out,
+                            args.use_ema)
+        return f"wrote {out} (the terms' faces, then the result, from {checkpoint})"
+    if args.complete is not None:
+        known = load_images_to_complete(args.complete, hparams)
+        mask = build_mask(args.mask, hparams.output_h, hparams.output_w, args.seed)
+        started = time.monotonic()
+        result = complete(checkpoint, hparams, known, mask, args.iterations, args.z_lr,
+                          args.perceptual_weight, args.blend, args.seed, args.use_ema)
+        columns = [result["masked"], result["generated"], result["blended"], known]
+        out = generate_face.save_grid(np.stack(columns, axis=1).reshape(
+            -1, *known.shape[1:]), args.out, cols=len(columns))
+        return (f"wrote {out}: one row per image: masked, generated, blended, original "
+                f"({len(known)} image(s), {time.monotonic() - started:.0f}s)")
+    out = export_savedmodel(checkpoint, hparams, args.export_savedmodel, args.use_ema)
+    return (f"wrote {out}: load it with tf.saved_model.load('{out}'); "
+            f"signatures serving_default (z -> images) and preprocessing")
 
 
 if __name__ == "__main__":

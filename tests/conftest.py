@@ -69,5 +69,6 @@ def drawing_run(tmp_path_factory, demo_dir):
     """A tiny run trained long enough that its generator draws visible pictures
     (a freshly initialised one outputs nearly uniform grey); read only."""
     root = tmp_path_factory.mktemp("drawing")
-    assert train_gan.main(run_flags(root, demo_dir, 40, "--log_every", "20")) == 0
+    assert train_gan.main(run_flags(root, demo_dir, 200, "--log_every", "100",
+                                    "--sample_every", "200")) == 0
     return root

@@ -23,7 +23,7 @@ def test_prediction_redraws_the_runs_last_training_grid(tmp_path, drawing_run):
     # Same checkpoint, same z (the run's seed is 0), inference mode in both:
     # the graph rebuilt from hparams.json must reproduce the training grid.
     out, _ = predict_gan.predict(drawing_run / "ckpt", num=64, seed=0, out=tmp_path / "g.png")
-    trained = np.asarray(Image.open(drawing_run / "samples" / "train_000040.png"), np.int32)
+    trained = np.asarray(Image.open(drawing_run / "samples" / "train_000200.png"), np.int32)
     predicted = np.asarray(Image.open(out), np.int32)
     assert np.abs(predicted - trained).max() <= 1  # rounding at most
 
@@ -39,7 +39,7 @@ def test_seed_decides_the_faces(tmp_path, drawing_run):
 
 
 def test_explicit_checkpoint_prefix_and_folder(tmp_path, drawing_run):
-    prefix = str(drawing_run / "ckpt" / "gan.ckpt-40")
+    prefix = str(drawing_run / "ckpt" / "gan.ckpt-200")
     out, used = predict_gan.predict(checkpoint=prefix, num=1, out=tmp_path / "x.png")
     assert used == prefix and out.is_file()
     _, used = predict_gan.predict(checkpoint=str(drawing_run / "ckpt"), num=1,
