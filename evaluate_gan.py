@@ -39,10 +39,9 @@ DIRECTIONS_PER_REPEAT = 128  # ... of this many unit directions each
 SMALLEST_LEVEL = 16       # the pyramid stops at 16 px
 BINOMIAL_5 = np.array([1, 4, 6, 4, 1], np.float32) / 16  # separable 5x5 binomial
 
-# Generated faces whose mean pairwise distance falls below this fraction of
-# the real faces' are flagged as a possible mode collapse.
-COLLAPSE_RATIO = 0.5
-DIVERSITY_IMAGES = 512    # faces used for the pairwise diversity measure
+# Generated faces less varied than this fraction of the real faces are
+# flagged as a possible mode collapse.
+COLLAPSE_RATIO = generate_face.COLLAPSE_RATIO
 
 # The standard FID network: the frozen Inception graph of TensorFlow's
 # inception-2015-12-05 release, classify_image_graph_def.pb.
@@ -296,27 +295,6 @@ def fid(features, images_a, images_b):
 
 
 # ---------------------------------------------------------------------------
-# Diversity
-# ---------------------------------------------------------------------------
-
-def diversity(images, limit=DIVERSITY_IMAGES):
-    """Root-mean-square pixel difference between two faces, over all pairs.
-
-    Args:
-      images: uint8 [N, H, W, 3]; the first `limit` are used.
-
-    Returns:
-      float in [0, 2] (pixels scaled to [-1, 1]); 0 when all faces are equal.
-    """
-    flat = generate_face.to_unit_range(images[:limit]).reshape(min(len(images), limit), -1)
-    flat = flat.astype(np.float64)
-    squared = np.sum(flat ** 2, axis=1)
-    distances = squared[:, None] + squared[None, :] - 2 * flat @ flat.T
-    pairs = np.triu_indices(len(flat), k=1)
-    return float(np.sqrt(np.maximum(distances[pairs], 0) / flat.shape[1]).mean())
-
-
-# ---------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------
 
@@ -406,7 +384,8 @@ def evaluate(fake, real, seed=0, features=None, log=print):
         log("FID: Inception features")
         result["fid"] = fid(features, fake, compared)
         result["fid_real_vs_real"] = fid(features, half_a, half_b)
-    fake_spread, real_spread = diversity(fake), diversity(compared)
+    fake_spread, real_spread = (generate_face.diversity(fake),
+                                generate_face.diversity(compared))
     result["diversity"] = {"generated": fake_spread, "real": real_spread,
                            "ratio": fake_spread / max(real_spread, 1e-12),
                            "collapse_warning": fake_spread < COLLAPSE_RATIO * real_spread}

@@ -46,6 +46,7 @@ STREAM_TRAIN_Z = 1
 STREAM_SAMPLE_Z = 2
 STREAM_FLIP = 3
 STREAM_MASK = 4
+STREAM_WATCHDOG = 5
 
 # CelebA's img_align_celeba format, which the demo data imitates.
 CELEBA_WIDTH = 178
@@ -430,6 +431,29 @@ def to_unit_range(images):
 def to_uint8(images):
     """float images in [-1, 1] -> uint8, rounded and clipped."""
     return np.clip(np.rint((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+# Faces less varied than this fraction of the real ones (see `diversity`)
+# suggest a mode collapse: evaluate_gan.py and training's watchdog warn.
+COLLAPSE_RATIO = 0.5
+DIVERSITY_IMAGES = 512  # faces `diversity` compares, all pairs
+
+
+def diversity(images, limit=DIVERSITY_IMAGES):
+    """Root-mean-square pixel difference between two faces, over all pairs.
+
+    Args:
+      images: uint8 [N, H, W, 3]; the first `limit` are used.
+
+    Returns:
+      float in [0, 2] (pixels scaled to [-1, 1]); 0 when all faces are equal.
+    """
+    count = min(len(images), limit)
+    flat = to_unit_range(np.asarray(images[:count])).reshape(count, -1).astype(np.float64)
+    squared = np.sum(flat ** 2, axis=1)
+    distances = squared[:, None] + squared[None, :] - 2 * flat @ flat.T
+    pairs = np.triu_indices(count, k=1)
+    return float(np.sqrt(np.maximum(distances[pairs], 0) / flat.shape[1]).mean())
 
 
 def run_rng(seed, stream, index=0):

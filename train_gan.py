@@ -48,6 +48,12 @@ class RunConfig:
     sample_every: int = flag_field(500, "steps between sample grids")
     ckpt_every: int = flag_field(1000, "steps between checkpoints (one is also written at the end)")
     keep_checkpoints: int = flag_field(5, "newest checkpoints kept on disk")
+    nan_rollbacks: int = flag_field(0, "on a NaN or infinite loss, resume from the last good "
+                                       "checkpoint with halved learning rates, up to this "
+                                       "many times (0: stop with an error)")
+    collapse_window: int = flag_field(1000, "warn when D's loss stays near 0, or the fixed-z "
+                                            "samples stay less than half as varied as real "
+                                            "faces, for this many steps (0: no watchdog)")
 
     def problems(self):
         found = []
@@ -56,6 +62,9 @@ class RunConfig:
         for name in ("log_every", "sample_every", "ckpt_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 found.append(f"--{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("nan_rollbacks", "collapse_window"):
+            if getattr(self, name) < 0:
+                found.append(f"--{name} must be 0 or more, got {getattr(self, name)}")
         return found
 
 
@@ -257,7 +266,71 @@ class StopRequest:
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; nothing after it was saved."""
+    """A loss became NaN or infinite; nothing after it was saved.
+
+    Attributes:
+      step: the step whose loss was not finite.
+      last_good: the newest checkpoint, or None.
+      hparams: the hyperparameters of the run that diverged.
+    """
+
+    def __init__(self, message, step, last_good, hparams):
+        super().__init__(message)
+        self.step, self.last_good, self.hparams = step, last_good, hparams
+
+
+class CollapseWatchdog:
+    """Spots the two usual GAN failures while a run trains, and says so.
+
+    D's loss staying near 0 means D wins and G's gradient vanishes; fixed-z
+    samples that stay much less varied than real faces mean G draws one
+    face (mode collapse). Either must last `window` steps, counted only
+    after the first `window` steps of the run, when an untrained G's grey
+    pictures and an early D lead are normal.
+    """
+
+    D_LOSS_FLOOR = 0.05
+
+    def __init__(self, window, real_diversity):
+        self.window = window
+        self.real_diversity = real_diversity
+        self._low_d_since = None        # first step of the current streak
+        self._low_variety_since = None
+        self._warned = set()            # streak kinds already reported
+
+    def _streak(self, kind, since, step, low):
+        if not low or step <= self.window:
+            self._warned.discard(kind)
+            return None, False
+        since = step if since is None else since
+        due = step - since + 1 >= self.window and kind not in self._warned
+        if due:
+            self._warned.add(kind)
+        return since, due
+
+    def observe_d_loss(self, step, d_loss):
+        """Called every step; returns a warning or None."""
+        self._low_d_since, due = self._streak("d", self._low_d_since, step,
+                                              d_loss < self.D_LOSS_FLOOR)
+        if due:
+            return (f"warning: possible collapse at step {step}: D's loss has stayed below "
+                    f"{self.D_LOSS_FLOOR} for {self.window} steps, so G learns almost "
+                    f"nothing. Try resuming from an earlier checkpoint with a lower "
+                    f"--d_learning_rate or --real_label 0.9")
+        return None
+
+    def observe_samples(self, step, sample_diversity):
+        """Called on log steps with the fixed-z samples' diversity; returns
+        (their diversity relative to real faces, a warning or None)."""
+        ratio = sample_diversity / max(self.real_diversity, 1e-12)
+        self._low_variety_since, due = self._streak(
+            "variety", self._low_variety_since, step, ratio < generate_face.COLLAPSE_RATIO)
+        if due:
+            return ratio, (f"warning: possible mode collapse at step {step}: the fixed-z "
+                           f"samples have been less than {generate_face.COLLAPSE_RATIO:.0%} "
+                           f"as varied as real faces for {self.window} steps (now "
+                           f"{ratio:.0%}); look at the sample grids")
+        return ratio, None
 
 
 class OutputError(RuntimeError):
@@ -280,6 +353,12 @@ def ensure_writable_folder(path, flag):
     except OSError as error:
         raise ValueError(f"{flag} {path} is not a writable folder "
                          f"({error.strerror or error})") from error
+
+
+def scalars(values):
+    """A TensorBoard Summary of {tag: number}."""
+    return tf1.Summary(value=[tf1.Summary.Value(tag=tag, simple_value=value)
+                              for tag, value in values.items()])
 
 
 def format_seconds(seconds):
@@ -334,6 +413,7 @@ class TrainingGraph:
     samples_summary: tf.Tensor
     saver: tf1.train.Saver
     init: tf.Operation
+    weights_finite: tf.Tensor  # bool: every float variable is free of NaN and Inf
 
 
 def build_training_graph(hparams, images, keep_checkpoints=5):
@@ -364,12 +444,19 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
             + [tf1.summary.histogram(f"weights/{v.op.name}", v)
                for v in tf1.trainable_variables() if v.op.name.endswith("/w")])
 
+        # A NaN gradient can poison weights while the losses stay finite (a
+        # ReLU turns NaN into 0 on the way forward), so the weights and the
+        # optimizer state are checked too, after every step.
+        weights_finite = tf.reduce_all(tf.stack(
+            [tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
+             if v.dtype.base_dtype == tf.float32]))
+
         # Built last, so that it saves the optimizers' slots and the step too.
         saver = tf1.train.Saver(max_to_keep=keep_checkpoints, save_relative_paths=True)
         init = tf1.global_variables_initializer()
     graph.finalize()  # the loop must not grow the graph
     return TrainingGraph(graph, iterator, stream_start, z, gan, global_step, d_train_op,
-                         g_train_op, samples, samples_summary, saver, init)
+                         g_train_op, samples, samples_summary, saver, init, weights_finite)
 
 
 def run_log_dir(run):
@@ -396,6 +483,10 @@ def session_config():
 def train(run, overrides=None, log=print):
     """Train (or resume) a run. See the module docstring.
 
+    With --nan_rollbacks, a run whose loss stops being finite resumes from
+    its last good checkpoint with both learning rates halved (and saved in
+    hparams.json, so that a later resume keeps them).
+
     Args:
       run: RunConfig.
       overrides: hyperparameters given explicitly ({name: value}).
@@ -404,6 +495,26 @@ def train(run, overrides=None, log=print):
     Returns:
       TrainResult.
     """
+    overrides = dict(overrides or {})
+    for rollback in range(1, run.nan_rollbacks + 2):
+        try:
+            return train_once(run, overrides, log)
+        except TrainingDiverged as error:
+            if rollback > run.nan_rollbacks:
+                raise
+            hp = error.hparams
+            overrides.update(learning_rate=hp.learning_rate / 2,
+                             d_learning_rate=hp.d_learning_rate / 2,
+                             g_learning_rate=hp.g_learning_rate / 2)
+            log(f"{error}")
+            log(f"rollback {rollback} of {run.nan_rollbacks}: resuming from "
+                f"{error.last_good or 'the start'} with learning rates halved (D "
+                f"{hp.d_lr / 2:g}, G {hp.g_lr / 2:g})")
+    raise AssertionError("unreachable")
+
+
+def train_once(run, overrides, log):
+    """One attempt of `train`: raises TrainingDiverged on a non-finite loss."""
     hparams, checkpoint, changes = resolve_hparams(run.ckpt_dir, overrides or {})
     if checkpoint:
         log(f"resuming from {checkpoint} (step {step_of(checkpoint)})")
@@ -482,6 +593,13 @@ def train(run, overrides=None, log=print):
                 return
             log(f"wrote {path}")
 
+        watchdog = None
+        if run.collapse_window:
+            # The real faces' own variety is the yardstick of the samples'.
+            rng = generate_face.run_rng(hparams.seed, generate_face.STREAM_WATCHDOG)
+            picked = np.sort(rng.permutation(len(images))[:generate_face.DIVERSITY_IMAGES])
+            watchdog = CollapseWatchdog(run.collapse_window,
+                                        generate_face.diversity(images[picked]))
         if step >= run.max_steps:
             log(f"the run is at step {step}, already at --max_steps {run.max_steps}; "
                 f"raise --max_steps to train further")
@@ -506,7 +624,8 @@ def train(run, overrides=None, log=print):
                         sess.run(g_train_op, feed)
                     g_out = sess.run(g_fetch, feed)
                     d_loss, d_real, d_fake, g_loss = d_out[1], d_out[2], d_out[3], g_out[1]
-                    diverged = not (np.isfinite(d_loss) and np.isfinite(g_loss))
+                    diverged = not (np.isfinite(d_loss) and np.isfinite(g_loss)
+                                    and sess.run(parts.weights_finite))
                 except tf.errors.InvalidArgumentError as error:
                     # A histogram summary refuses NaN before the losses are seen.
                     if "Nan in summary" not in error.message:
@@ -515,17 +634,29 @@ def train(run, overrides=None, log=print):
                 step += 1
                 if diverged:
                     raise TrainingDiverged(
-                        f"loss became non-finite at step {step} (d_loss {d_loss}, g_loss "
-                        f"{g_loss}); nothing after the last checkpoint ({last_saved}) was "
-                        f"saved. Resume from it with a lower --learning_rate")
+                        f"training diverged at step {step}: a loss or a weight became NaN "
+                        f"or infinite (d_loss {d_loss}, g_loss {g_loss}); nothing after "
+                        f"the last checkpoint ({last_saved}) was saved. Resume from it "
+                        f"with a lower --learning_rate, or let --nan_rollbacks do that",
+                        step, last_saved, hparams)
+                if watchdog:
+                    warning = watchdog.observe_d_loss(step, d_loss)
+                    if warning:
+                        log(warning)
                 if report:
                     now = time.monotonic()
                     rate = (step - window_step) / max(now - window_time, 1e-9)
                     writer.add_summary(d_out[4], step)
                     writer.add_summary(g_out[2], step)
-                    writer.add_summary(tf1.Summary(value=[tf1.Summary.Value(
-                        tag="perf/images_per_sec", simple_value=rate * hparams.batch_size)]),
-                        step)
+                    writer.add_summary(scalars(
+                        {"perf/images_per_sec": rate * hparams.batch_size}), step)
+                    if watchdog:
+                        variety = generate_face.diversity(
+                            generate_face.to_uint8(sess.run(samples)))
+                        ratio, warning = watchdog.observe_samples(step, variety)
+                        writer.add_summary(scalars({"watchdog/sample_diversity": ratio}), step)
+                        if warning:
+                            log(warning)
                     log(f"step {step}/{run.max_steps}  d_loss {d_loss:.3f}  g_loss {g_loss:.3f}"
                         f"  D(x) {d_real:.3f}  D(G(z)) {d_fake:.3f}"
                         f"  {rate * hparams.batch_size:.1f} img/s"

@@ -137,8 +137,8 @@ def test_inception_file_problems_are_named(tmp_path):
 
 
 def test_diversity_flags_a_collapsed_set(faces):
-    assert evaluate_gan.diversity(np.repeat(faces[:1], 20, axis=0)) < 1e-6
-    assert evaluate_gan.diversity(faces) > 0.2
+    assert generate_face.diversity(np.repeat(faces[:1], 20, axis=0)) < 1e-6
+    assert generate_face.diversity(faces) > 0.2
     collapsed = noisy(np.repeat(faces[:1], 40, axis=0), 5)  # one face, a little noise
     result = evaluate_gan.evaluate(collapsed, faces, log=lambda *_: None)
     assert result["diversity"]["collapse_warning"]

@@ -291,3 +291,74 @@ def test_g_steps_and_ema_in_a_real_run(tmp_path, demo_dir):
     averaged, trained = (np.asarray(Image.open(paths[ema]), np.int32) for ema in (True, False))
     assert np.abs(averaged - grid).max() <= 1
     assert np.abs(trained - grid).max() > 1
+
+
+def poison_z_once(monkeypatch, at_step):
+    """Make the z batch of `at_step` NaN the first time it is asked for."""
+    real_train_z, poisoned = train_gan.generate_face.train_z, []
+
+    def train_z(seed, step, batch_size, z_dim):
+        z = real_train_z(seed, step, batch_size, z_dim)
+        if step + 1 == at_step and not poisoned:
+            poisoned.append(step)
+            z[:] = np.nan
+        return z
+    monkeypatch.setattr(train_gan.generate_face, "train_z", train_z)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(
+        tmp_path, demo_dir, monkeypatch, capsys):
+    poison_z_once(monkeypatch, at_step=3)
+    flags = run_flags(tmp_path, demo_dir, 5, "--ckpt_every", "2", "--log_every", "3")
+    assert train_gan.main(flags) == 1
+    err = capsys.readouterr().err
+    assert "diverged at step 3" in err and "gan.ckpt-2" in err and "--nan_rollbacks" in err
+    assert train_gan.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-2")
+    reader = tf.train.load_checkpoint(str(tmp_path / "ckpt" / "gan.ckpt-2"))
+    assert np.isfinite(reader.get_tensor("generator/deconv1/w")).all()
+
+
+def test_nan_rollback_resumes_from_the_last_checkpoint_with_halved_rates(
+        tmp_path, demo_dir, monkeypatch):
+    poison_z_once(monkeypatch, at_step=3)
+    log = []
+    flags = run_flags(tmp_path, demo_dir, 5, "--ckpt_every", "2", "--nan_rollbacks", "1",
+                      "--d_learning_rate", "4e-4")
+    result = train_gan.train(*train_gan.parse_flags(flags), log=log.append)
+    assert result.step == 5
+    text = "\n".join(log)
+    assert "diverged at step 3" in text
+    assert "rollback 1 of 1: resuming from" in text and "gan.ckpt-2" in text
+    assert "resuming from" in text and "(step 2)" in text
+    saved = train_gan.load_run_hparams(tmp_path / "ckpt")
+    assert (saved.learning_rate, saved.d_learning_rate) == (1e-4, 2e-4)
+
+
+def test_collapse_watchdog_rules():
+    watchdog = train_gan.CollapseWatchdog(window=10, real_diversity=0.6)
+    # Inside the first window nothing counts; then 10 low steps make one warning.
+    assert not any(watchdog.observe_d_loss(step, 0.001) for step in range(1, 11))
+    warnings = [watchdog.observe_d_loss(step, 0.001) for step in range(11, 40)]
+    assert [i for i, w in enumerate(warnings) if w] == [9] and "below 0.05" in warnings[9]
+    # A healthy step ends the streak; a new streak may warn again.
+    assert watchdog.observe_d_loss(40, 0.7) is None
+    assert any(watchdog.observe_d_loss(step, 0.001) for step in range(41, 51))
+    ratio, warning = watchdog.observe_samples(11, 0.6)
+    assert ratio == pytest.approx(1.0) and warning is None
+    results = [watchdog.observe_samples(step, 0.06) for step in range(12, 30, 2)]
+    assert results[0][0] == pytest.approx(0.1)
+    assert [bool(w) for _, w in results] == [False] * 5 + [True] + [False] * 3  # at step 22
+
+
+def test_collapsed_samples_are_reported_in_the_log_and_tensorboard(tmp_path, demo_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    log = []
+    # A freshly initialised G draws the same grey picture for every z.
+    flags = run_flags(tmp_path, demo_dir, 12, "--collapse_window", "4", "--log_every", "1")
+    train_gan.train(*train_gan.parse_flags(flags), log=log.append)
+    assert any("possible mode collapse at step 8" in line for line in log)
+    events = EventAccumulator(str(tmp_path / "logs" / "ckpt"))
+    events.Reload()
+    diversity = events.Scalars("watchdog/sample_diversity")
+    assert [e.step for e in diversity] == list(range(1, 13))
+    assert all(0 <= e.value < 0.5 for e in diversity)
