@@ -7,6 +7,7 @@ import struct
 import zlib
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import generate_face as gf
@@ -69,3 +70,84 @@ def test_hostile_files_are_used_or_skipped_and_training_goes_on(tmp_path, demo_d
 
     assert train_gan.main(run_flags(tmp_path, folder, 2)) == 0
     assert "training on 45 images" in capsys.readouterr().out
+
+
+def without_permission_override():
+    """preexec_fn for subprocess: let file permissions bind, even for root.
+
+    Root reads any file through two capabilities; dropping them from the
+    bounding set before exec leaves the child without them (None when not
+    root, where permissions bind anyway).
+    """
+    if os.geteuid() != 0:
+        return None
+
+    def drop():
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+        for capability in (cap_dac_override, cap_dac_read_search):
+            if libc.prctl(pr_capbset_drop, capability, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "cannot drop a capability")
+    return drop
+
+
+LOAD_AND_REPORT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import generate_face as gf
+images, kept, skipped = gf.load_faces(gf.list_image_files(sys.argv[2]))
+print("kept", len(kept))
+"""
+
+
+def test_unreadable_file_is_skipped_and_named(tmp_path, demo_dir):
+    import subprocess
+    import sys
+    from conftest import PROJECT
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for path in sorted(demo_dir.iterdir())[:5]:
+        shutil.copy(path, folder / path.name)
+    locked = folder / "locked.jpg"
+    shutil.copy(next(demo_dir.iterdir()), locked)
+    locked.chmod(0)
+    try:
+        done = subprocess.run([sys.executable, "-c", LOAD_AND_REPORT, str(PROJECT), str(folder)],
+                              capture_output=True, text=True, timeout=120,
+                              preexec_fn=without_permission_override())
+    except OSError as error:  # e.g. a container that may not drop capabilities
+        pytest.skip(f"cannot make a file unreadable for this user here: {error}")
+    assert done.returncode == 0, done.stderr
+    assert "kept 5" in done.stdout
+    assert "skipped 1 of 6" in done.stdout and "locked.jpg" in done.stdout
+    assert "Permission denied" in done.stdout
+
+
+def test_disk_full_while_saving_names_the_folder_and_keeps_the_last_checkpoint(
+        tmp_path, demo_dir):
+    import resource
+    import signal
+    import subprocess
+    import sys
+    from conftest import PROJECT
+    flags = run_flags(tmp_path, demo_dir, 2, "--ckpt_every", "1")
+    assert train_gan.main(flags) == 0
+    data_file = next((tmp_path / "ckpt").glob("gan.ckpt-2.data-*"))
+    limit = data_file.stat().st_size // 2
+
+    def small_disk():
+        # The kernel refuses writes past `limit` bytes in any one file with
+        # EFBIG, as a full disk refuses them with ENOSPC.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    resumed = run_flags(tmp_path, demo_dir, 4, "--ckpt_every", "1", tiny=False)
+    done = subprocess.run([sys.executable, str(PROJECT / "train_gan.py"), *resumed],
+                          capture_output=True, text=True, timeout=300, preexec_fn=small_disk)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"could not write a checkpoint to {tmp_path / 'ckpt'} at step 3" in done.stderr
+    assert "gan.ckpt-2) is intact" in done.stderr
+    assert train_gan.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-2")
+    # With the space back, the same command resumes from it and finishes.
+    assert train_gan.main(resumed) == 0
+    assert train_gan.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-4")
