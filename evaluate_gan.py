@@ -312,7 +312,12 @@ def load_real(folder, prep, num, seed, log):
     picked = [paths[i] for i in order[:2 * num]]
     log(f"real faces: {len(picked)} of the {len(paths)} in "
         f"{generate_face.printable(folder)}")
-    images, kept, _ = generate_face.load_faces(picked, prep, log=log)
+    return load_usable(picked, prep, folder, log)
+
+
+def load_usable(paths, prep, folder, log):
+    """Decode and preprocess `paths` (bad files skipped and reported); at least 2."""
+    images, kept, _ = generate_face.load_faces(paths, prep, log=log)
     if len(kept) < 2:
         raise ValueError(f"fewer than 2 usable images in {generate_face.printable(folder)}")
     return images
@@ -327,15 +332,16 @@ def load_generated(folder, num, log):
       uint8 [N, H, W, 3].
     """
     paths = generate_face.list_image_files(folder)[:num]
-    with generate_face.Image.open(paths[0]) as first:
-        width, height = first.size
+    try:
+        with generate_face.Image.open(paths[0]) as first:
+            width, height = first.size
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ValueError(f"cannot read {generate_face.printable(paths[0])}, the first image "
+                         f"of --fake_dir: {error}") from error
     prep = generate_face.Preprocessing(resize_h=height, resize_w=width, is_crop=False)
     log(f"generated faces: {len(paths)} from {generate_face.printable(folder)}, "
         f"{width}x{height}")
-    images, kept, _ = generate_face.load_faces(paths, prep, log=log)
-    if len(kept) < 2:
-        raise ValueError(f"fewer than 2 usable images in {generate_face.printable(folder)}")
-    return images
+    return load_usable(paths, prep, folder, log)
 
 
 def generate_faces(checkpoint, hparams, num, seed, use_ema=True):
