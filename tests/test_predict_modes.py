@@ -243,3 +243,14 @@ def test_exported_savedmodel_runs_without_the_repository(tmp_path, run):
     # The folder is never overwritten.
     assert predict_gan.main(["--ckpt_dir", str(ckpt), "--export_savedmodel",
                              str(export)]) == 1
+
+
+@pytest.mark.parametrize("script", ["predict_gan", "evaluate_gan"])
+def test_readme_documents_every_flag(script):
+    import importlib
+    from conftest import PROJECT
+    readme = (PROJECT / "README.md").read_text()
+    parser = importlib.import_module(script).build_parser()
+    flags = [flag for action in parser._actions for flag in action.option_strings
+             if flag.startswith("--") and flag != "--help"]
+    assert flags and [flag for flag in flags if f"`{flag}" not in readme] == []
