@@ -413,7 +413,7 @@ class TrainingGraph:
     samples_summary: tf.Tensor
     saver: tf1.train.Saver
     init: tf.Operation
-    weights_finite: tf.Tensor  # bool: every float variable is free of NaN and Inf
+    weights_finite: tf.Tensor  # bool, after the G step: no weight is NaN or infinite
 
 
 def build_training_graph(hparams, images, keep_checkpoints=5):
@@ -445,11 +445,17 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
                for v in tf1.trainable_variables() if v.op.name.endswith("/w")])
 
         # A NaN gradient can poison weights while the losses stay finite (a
-        # ReLU turns NaN into 0 on the way forward), so the weights and the
-        # optimizer state are checked too, after every step.
-        weights_finite = tf.reduce_all(tf.stack(
-            [tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
-             if v.dtype.base_dtype == tf.float32]))
+        # ReLU turns NaN into 0 on the way forward), so the weights and
+        # batch-norm statistics of both networks are checked too, once the G
+        # step has run: fetch this only together with g_train_op. (Adam's
+        # slots and G's averages only turn NaN through the weights.)
+        model_variables = [v for v in tf1.global_variables()
+                           if v.op.name.startswith(("generator/", "discriminator/"))
+                           and v.dtype.base_dtype == tf.float32
+                           and "adam" not in v.op.name]
+        with tf.control_dependencies([g_train_op]):
+            weights_finite = tf.reduce_all(tf.stack(
+                [tf.reduce_all(tf.math.is_finite(v)) for v in model_variables]))
 
         # Built last, so that it saves the optimizers' slots and the step too.
         saver = tf1.train.Saver(max_to_keep=keep_checkpoints, save_relative_paths=True)
@@ -612,7 +618,7 @@ def train_once(run, overrides, log):
                                                  hparams.z_dim)}
                 report = (step + 1) % run.log_every == 0 or step + 1 == run.max_steps
                 d_fetch = [d_train_op, gan.d_loss, gan.d_real, gan.d_fake]
-                g_fetch = [g_train_op, gan.g_loss]
+                g_fetch = [g_train_op, gan.g_loss, parts.weights_finite]
                 if report:
                     d_fetch.append(gan.d_summary)
                     g_fetch.append(gan.g_summary)
@@ -624,8 +630,7 @@ def train_once(run, overrides, log):
                         sess.run(g_train_op, feed)
                     g_out = sess.run(g_fetch, feed)
                     d_loss, d_real, d_fake, g_loss = d_out[1], d_out[2], d_out[3], g_out[1]
-                    diverged = not (np.isfinite(d_loss) and np.isfinite(g_loss)
-                                    and sess.run(parts.weights_finite))
+                    diverged = not (np.isfinite(d_loss) and np.isfinite(g_loss) and g_out[2])
                 except tf.errors.InvalidArgumentError as error:
                     # A histogram summary refuses NaN before the losses are seen.
                     if "Nan in summary" not in error.message:
@@ -647,7 +652,7 @@ def train_once(run, overrides, log):
                     now = time.monotonic()
                     rate = (step - window_step) / max(now - window_time, 1e-9)
                     writer.add_summary(d_out[4], step)
-                    writer.add_summary(g_out[2], step)
+                    writer.add_summary(g_out[3], step)
                     writer.add_summary(scalars(
                         {"perf/images_per_sec": rate * hparams.batch_size}), step)
                     if watchdog:
