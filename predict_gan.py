@@ -271,10 +271,9 @@ def arithmetic(checkpoint, hparams, expression, z_file, out, use_ema=True):
         raise ValueError("--arithmetic needs --z_file: write a grid with --save_z z.npy, "
                          "pick its cells, then pass --z_file z.npy")
     z = load_z_file(z_file, hparams.z_dim)
-    averages = [pick_cells(z, cells, "--arithmetic").mean(axis=0)
-                for _, cells in parse_arithmetic(expression)]
-    signs = [sign for sign, _ in parse_arithmetic(expression)]
-    result = sum(sign * average for sign, average in zip(signs, averages))
+    terms = parse_arithmetic(expression)
+    averages = [pick_cells(z, cells, "--arithmetic").mean(axis=0) for _, cells in terms]
+    result = sum(sign * average for (sign, _), average in zip(terms, averages))
     images = generate(np.stack(averages + [result]).astype(np.float32), checkpoint, hparams,
                       use_ema)
     return generate_face.save_grid(images, out, cols=len(images)), result
@@ -355,14 +354,15 @@ def complete(checkpoint, hparams, known, mask, iterations=300, z_lr=0.01,
     with tf1.Session(graph=graph) as sess:
         restorer.restore(sess, checkpoint)
         sess.run(init_own)
-        history = [sess.run(mean_contextual)]
+        history = []  # each step's loss is that of the z it starts from
         started = time.monotonic()
         for i in range(1, iterations + 1):
             history.append(sess.run([step, mean_contextual])[1])
             if i % 100 == 0 or i == iterations:
                 log(f"iteration {i}/{iterations}  contextual loss {history[-1]:.3f}  "
                     f"({time.monotonic() - started:.0f}s)")
-        filled = sess.run(generated)
+        filled, final_loss = sess.run([generated, mean_contextual])
+        history.append(final_loss)
     hole = (mask == 0)[..., None]
     if blend == "poisson":
         blended = np.stack([generate_face.poisson_blend(k, f, mask)

@@ -113,13 +113,15 @@ class TensorFlowRun:
         if self.writer:
             d_out = self.sess.run([parts.d_train_op, parts.gan.d_loss, parts.gan.d_summary],
                                   self.feed)
-            g_out = self.sess.run([parts.g_train_op, parts.gan.g_loss, parts.gan.g_summary],
-                                  self.feed)
+            g_out = self.sess.run([parts.g_train_op, parts.gan.g_loss, parts.gan.g_summary,
+                                   parts.weights_finite], self.feed)
             self.writer.add_summary(d_out[2])
             self.writer.add_summary(g_out[2])
             return d_out[1], g_out[1]
         d_loss = self.sess.run([parts.d_train_op, parts.gan.d_loss], self.feed)[1]
-        g_loss = self.sess.run([parts.g_train_op, parts.gan.g_loss], self.feed)[1]
+        # As in training: the G step also checks the weights for NaN.
+        g_loss = self.sess.run([parts.g_train_op, parts.gan.g_loss, parts.weights_finite],
+                               self.feed)[1]
         return d_loss, g_loss
 
 
