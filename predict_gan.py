@@ -295,16 +295,27 @@ def build_mask(spec, height, width, seed=0):
 
 
 def load_images_to_complete(paths, hparams):
-    """Each file through the training preprocessing: float32 [N, H, W, 3] in [-1, 1]."""
+    """Each file (or each image of a folder) through the training preprocessing.
+
+    Returns:
+      float32 [N, H, W, 3] in [-1, 1].
+    """
     prep = preprocessing(hparams)
-    faces = []
+    files = []
     for path in paths:
-        if not Path(path).is_file():
+        if Path(path).is_dir():
+            files.extend(generate_face.list_image_files(path))
+        elif Path(path).is_file():
+            files.append(path)
+        else:
             raise FileNotFoundError(f"--complete: {path} not found")
+    faces = []
+    for path in files:
         try:
             faces.append(generate_face.load_face(path, prep))
         except generate_face.BadImageError as error:
-            raise ValueError(f"--complete: {path}: {error}") from error
+            raise ValueError(f"--complete: {generate_face.printable(path)}: {error}; "
+                             f"leave it out") from error
     return generate_face.to_unit_range(np.stack(faces))
 
 
@@ -459,7 +470,7 @@ def build_parser():
     modes.add_argument("--arithmetic", metavar="EXPR",
                        help="face arithmetic on --z_file cells, e.g. \"3,7 - 12,5 + 20\"")
     modes.add_argument("--complete", nargs="+", metavar="IMAGE",
-                       help="fill the --mask hole of these face photos")
+                       help="fill the --mask hole of these face photos (or folders of them)")
     modes.add_argument("--export_savedmodel", metavar="DIR",
                        help="write the generator as a SavedModel to DIR")
     sampling = parser.add_argument_group("sampling (the default mode)")

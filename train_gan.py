@@ -502,21 +502,22 @@ def train(run, overrides=None, log=print):
       TrainResult.
     """
     overrides = dict(overrides or {})
-    for rollback in range(1, run.nan_rollbacks + 2):
+    rollbacks = 0
+    while True:
         try:
             return train_once(run, overrides, log)
         except TrainingDiverged as error:
-            if rollback > run.nan_rollbacks:
+            if rollbacks == run.nan_rollbacks:
                 raise
+            rollbacks += 1
             hp = error.hparams
             overrides.update(learning_rate=hp.learning_rate / 2,
                              d_learning_rate=hp.d_learning_rate / 2,
                              g_learning_rate=hp.g_learning_rate / 2)
             log(f"{error}")
-            log(f"rollback {rollback} of {run.nan_rollbacks}: resuming from "
+            log(f"rollback {rollbacks} of {run.nan_rollbacks}: resuming from "
                 f"{error.last_good or 'the start'} with learning rates halved (D "
                 f"{hp.d_lr / 2:g}, G {hp.g_lr / 2:g})")
-    raise AssertionError("unreachable")
 
 
 def train_once(run, overrides, log):

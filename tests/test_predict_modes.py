@@ -189,6 +189,14 @@ def test_complete_command_writes_rows_of_four(tmp_path, run, demo_dir):
     np.testing.assert_array_equal(cell(grid, 6, 4)[:, 32:], original[:, 32:])
 
 
+def test_completion_takes_folders_of_photos(run, demo_dir):
+    _, _, hparams = run
+    one = generate_face.list_image_files(demo_dir)[0]
+    known = predict_gan.load_images_to_complete([str(demo_dir), one], hparams)
+    assert known.shape == (41, 64, 64, 3)
+    np.testing.assert_array_equal(known[0], known[40])  # the folder's first, then `one`
+
+
 def test_completion_input_errors(tmp_path, run, demo_dir, capsys):
     ckpt = str(run[0])
     face = str(generate_face.list_image_files(demo_dir)[0])
@@ -196,7 +204,10 @@ def test_completion_input_errors(tmp_path, run, demo_dir, capsys):
     Image.new("L", (32, 32), 0).save(small)
     full = tmp_path / "full.png"
     Image.new("L", (64, 64), 255).save(full)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not really a JPEG")
     cases = [([str(tmp_path / "missing.jpg")], "center", "missing.jpg not found"),
+             ([face, str(corrupt)], "center", "corrupt.jpg: cannot decode"),
              ([face], str(small), "must be 64x64"),
              ([face], str(full), "has no hole"),
              ([face], "diagonal", "neither a file nor one of")]
