@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 import scipy.ndimage
+from PIL import Image
 
 import generate_face
 
@@ -333,7 +334,7 @@ def load_generated(folder, num, log):
     """
     paths = generate_face.list_image_files(folder)[:num]
     try:
-        with generate_face.Image.open(paths[0]) as first:
+        with Image.open(paths[0]) as first:
             width, height = first.size
     except (OSError, ValueError, SyntaxError) as error:
         raise ValueError(f"cannot read {generate_face.printable(paths[0])}, the first image "
