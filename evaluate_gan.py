@@ -25,6 +25,7 @@ import math
 import sys
 from pathlib import Path
 
+import hardware  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
 import numpy as np
 import scipy.linalg
 import scipy.ndimage
@@ -279,7 +280,7 @@ class InceptionFeatures:
                 raise ValueError(f"--inception_weights {path} lacks the tensors "
                                  f"{input_name} and {output_name}: {error}") from error
             self.features = tf.reshape(features, [tf.shape(features)[0], -1])
-        self.session = tf1.Session(graph=self.graph)
+        self.session = tf1.Session(graph=self.graph, config=hardware.session_config())
 
     def __call__(self, images, batch=100):
         """uint8 [N, H, W, 3] -> float64 features [N, D]."""

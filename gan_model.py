@@ -15,8 +15,11 @@ import tensorflow as tf
 tf1 = tf.compat.v1
 
 
-# Compute types of --precision. Variables are float32 in both.
+# Compute types of --precision. Variables are float32 in both. "auto" is
+# resolved to one of them, for the hardware at hand, before a graph is built
+# (see hardware.resolve_precision).
 PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16}
+AUTO_PRECISION = "auto"
 
 
 def flag_field(default, help):
@@ -96,9 +99,9 @@ class HParams:
             found.append(f"--real_label must be in (0.5, 1], got {self.real_label}")
         if not 0 <= self.lrelu_slope < 1:
             found.append(f"--lrelu_slope must be in [0, 1), got {self.lrelu_slope}")
-        if self.precision not in PRECISIONS:
-            found.append(f"--precision must be one of {', '.join(PRECISIONS)}, "
-                         f"got {self.precision!r}")
+        if self.precision not in (AUTO_PRECISION, *PRECISIONS):
+            found.append(f"--precision must be one of {AUTO_PRECISION}, "
+                         f"{', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.seed < 0:
             found.append(f"--seed must be 0 or more, got {self.seed}")
         return found
@@ -109,6 +112,11 @@ class HParams:
         if found:
             raise ValueError("; ".join(found))
         return self
+
+    @property
+    def uses_ema(self):
+        """Whether the run keeps a moving average of G's weights to draw with."""
+        return self.g_ema_decay > 0
 
     @property
     def d_lr(self):
@@ -301,6 +309,9 @@ class ganModel:
 
     def __init__(self, hparams):
         self.hp = hparams.validate()
+        if hparams.precision not in PRECISIONS:
+            raise ValueError(f"precision {hparams.precision!r} must be resolved to one of "
+                             f"{', '.join(PRECISIONS)} before the graph is built")
         self.compute_dtype = PRECISIONS[hparams.precision]
         # Moving-average update ops per network, filled while building.
         self.bn_updates = {"generator": [], "discriminator": []}

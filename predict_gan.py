@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import hardware  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
 import numpy as np
 import tensorflow as tf
 
@@ -102,7 +103,7 @@ def generate(z, checkpoint, hparams, use_ema=True):
         images = ganModel(hparams).generator(
             z_input, is_training=False, use_ema=use_ema and hparams.g_ema_decay > 0)
         restorer = NetworkRestorer(graph)
-    with tf1.Session(graph=graph) as sess:
+    with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
         restorer.restore(sess, checkpoint)
         return sess.run(images, {z_input: z})
 
@@ -362,7 +363,7 @@ def complete(checkpoint, hparams, known, mask, iterations=300, z_lr=0.01,
         init_own = tf1.variables_initializer(  # z and its Adam state
             [v for v in tf1.global_variables() if v not in restorer.variables])
     graph.finalize()
-    with tf1.Session(graph=graph) as sess:
+    with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
         restorer.restore(sess, checkpoint)
         sess.run(init_own)
         history = []  # each step's loss is that of the z it starts from
@@ -430,7 +431,7 @@ def export_savedmodel(checkpoint, hparams, out_dir, use_ema=True):
         restorer = NetworkRestorer(graph)
     temporary = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
-    with tf1.Session(graph=graph) as sess:
+    with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
         restorer.restore(sess, checkpoint)
         builder = tf1.saved_model.Builder(str(temporary))
         builder.add_meta_graph_and_variables(sess, [tf1.saved_model.SERVING],

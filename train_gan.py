@@ -12,12 +12,14 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 
+import hardware  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp_api
@@ -44,6 +46,9 @@ class RunConfig:
     cache_dir: str = flag_field("cache", "preprocessed-image cache, reused while the "
                                          "folder and settings match ('' = none)")
     max_steps: int = flag_field(20000, "train until the global step reaches this")
+    max_minutes: float = flag_field(0.0, "stop once this many minutes have passed since the "
+                                         "command started, with a checkpoint and a sample "
+                                         "grid, as a clean finish (0: no time limit)")
     log_every: int = flag_field(50, "steps between progress lines and scalar summaries")
     sample_every: int = flag_field(500, "steps between sample grids")
     ckpt_every: int = flag_field(1000, "steps between checkpoints (one is also written at the end)")
@@ -59,6 +64,9 @@ class RunConfig:
         found = []
         if self.max_steps < 0:
             found.append(f"--max_steps must be 0 or more, got {self.max_steps}")
+        if not (self.max_minutes >= 0 and math.isfinite(self.max_minutes)):
+            found.append(f"--max_minutes must be 0 (no limit) or a positive number of "
+                         f"minutes, got {self.max_minutes}")
         for name in ("log_every", "sample_every", "ckpt_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 found.append(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -373,6 +381,7 @@ class TrainResult:
     step: int                 # global step reached
     checkpoint: str           # newest checkpoint written or restored
     stopped_by: int = None    # signal number if interrupted, else None
+    out_of_time: bool = False  # stopped by --max_minutes
 
 
 def preprocessing(hparams):
@@ -479,13 +488,6 @@ def hparams_summary(hparams, run, name):
     return hp_api.hparams_pb(values, trial_id=name).SerializeToString()
 
 
-def session_config():
-    """Session settings that suit CPU and GPU alike."""
-    config = tf1.ConfigProto(allow_soft_placement=True)
-    config.gpu_options.allow_growth = True  # share a GPU rather than grab all of it
-    return config
-
-
 def train(run, overrides=None, log=print):
     """Train (or resume) a run. See the module docstring.
 
@@ -502,10 +504,13 @@ def train(run, overrides=None, log=print):
       TrainResult.
     """
     overrides = dict(overrides or {})
+    # The time limit counts from here, so that it bounds the whole command
+    # (data loading and graph building included), rollbacks too.
+    deadline = time.monotonic() + run.max_minutes * 60 if run.max_minutes else math.inf
     rollbacks = 0
     while True:
         try:
-            return train_once(run, overrides, log)
+            return train_once(run, overrides, log, deadline)
         except TrainingDiverged as error:
             if rollbacks == run.nan_rollbacks:
                 raise
@@ -520,15 +525,24 @@ def train(run, overrides=None, log=print):
                 f"{hp.d_lr / 2:g}, G {hp.g_lr / 2:g})")
 
 
-def train_once(run, overrides, log):
-    """One attempt of `train`: raises TrainingDiverged on a non-finite loss."""
+def train_once(run, overrides, log, deadline=math.inf):
+    """One attempt of `train`: raises TrainingDiverged on a non-finite loss.
+
+    Training stops cleanly (checkpoint, grid) at the first step that ends
+    after `deadline` (a time.monotonic() value).
+    """
     hparams, checkpoint, changes = resolve_hparams(run.ckpt_dir, overrides or {})
+    precision, reason, warning = hardware.resolve_precision(hparams.precision)
+    hparams = dataclasses.replace(hparams, precision=precision)  # saved resolved
     if checkpoint:
         log(f"resuming from {checkpoint} (step {step_of(checkpoint)})")
         for name, (old, new) in changes.items():
             log(f"  {name}: {old} -> {new}")
     else:
         log(f"new run in {run.ckpt_dir}, seed {hparams.seed}")
+    log(f"precision {precision} ({reason})")
+    if warning:
+        log(warning)
 
     for flag, folder in (("--ckpt_dir", run.ckpt_dir), ("--samples_dir", run.samples_dir),
                          ("--log_dir", run.log_dir)):
@@ -545,7 +559,7 @@ def train_once(run, overrides, log):
     graph, saver, iterator, z, gan = parts.graph, parts.saver, parts.iterator, parts.z, parts.gan
     global_step, samples, samples_summary = parts.global_step, parts.samples, parts.samples_summary
     d_train_op, g_train_op = parts.d_train_op, parts.g_train_op
-    with tf1.Session(graph=graph, config=session_config()) as sess:
+    with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
         if checkpoint:
             restored = restore_newest_loadable(
                 sess, saver, run.ckpt_dir,
@@ -614,7 +628,10 @@ def train_once(run, overrides, log):
         first_step, started = step, time.monotonic()
         window_step, window_time = step, started
         with StopRequest() as stop, contextlib.closing(writer):
-            while step < run.max_steps and stop.signal is None:
+            # At least one step, so that even a limit shorter than the setup
+            # leaves a checkpoint of this run behind.
+            while (step < run.max_steps and stop.signal is None
+                   and (step == first_step or time.monotonic() < deadline)):
                 feed = {z: generate_face.train_z(hparams.seed, step, hparams.batch_size,
                                                  hparams.z_dim)}
                 report = (step + 1) % run.log_every == 0 or step + 1 == run.max_steps
@@ -684,10 +701,14 @@ def train_once(run, overrides, log):
         if step > first_step:
             log(f"trained steps {first_step}-{step} in {format_seconds(elapsed)} "
                 f"({elapsed / (step - first_step):.3f} s/step)")
+        out_of_time = step < run.max_steps and stop.signal is None
         if stop.signal is not None:
             log(f"stopped by {signal.Signals(stop.signal).name} at step {step}; "
                 f"run the same command again to resume")
-        return TrainResult(step, last_saved, stop.signal)
+        elif out_of_time:
+            log(f"--max_minutes {run.max_minutes:g} reached at step {step}; run the same "
+                f"command again to train further")
+        return TrainResult(step, last_saved, stop.signal, out_of_time)
 
 
 def main(argv=None):

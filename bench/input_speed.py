@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+import hardware  # noqa: E402  (before TensorFlow: it sets the oneDNN default)
 import tensorflow as tf  # noqa: E402
 
 import generate_face  # noqa: E402
@@ -75,7 +76,7 @@ def input_share_of_step(images, width, steps, repeats):
     hparams = HParams(gf_dim=width, df_dim=width)
     parts = train_gan.build_training_graph(hparams, images)
     fetch_times, step_times = [], []
-    with tf1.Session(graph=parts.graph, config=train_gan.session_config()) as sess:
+    with tf1.Session(graph=parts.graph, config=hardware.session_config()) as sess:
         sess.run(parts.init)
         sess.run(parts.iterator.initializer)
         real = parts.graph.get_tensor_by_name("IteratorGetNext:0")
@@ -108,6 +109,7 @@ def main(argv=None):
     parser.add_argument("--demo_faces", type=int, default=2000,
                         help="synthetic faces to draw for the demo data set")
     args = parser.parse_args(argv)
+    print(hardware.describe(), flush=True)
 
     with tempfile.TemporaryDirectory() as scratch:
         sets = []

@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+import hardware  # noqa: E402  (before TensorFlow: it sets the oneDNN default)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -91,6 +92,7 @@ def main(argv=None):
                         help="longest time a cycle trains before its kill, in seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     args = parser.parse_args(argv)
+    print(hardware.describe(), flush=True)
     rng = random.Random(args.seed)
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+import hardware  # noqa: E402  (before TensorFlow: it sets the oneDNN default)
 import numpy as np  # noqa: E402
 
 import evaluate_gan  # noqa: E402
@@ -42,6 +43,7 @@ CONFIGS = {
     "TTUR D 4e-4 / G 1e-4": (["--d_learning_rate", "4e-4", "--g_learning_rate", "1e-4"], False),
     "real label 0.9": (["--real_label", "0.9"], False),
     "2 G steps per D step": (["--g_steps", "2"], False),
+    "classic in bf16": (["--precision", "bf16"], False),
 }
 
 
@@ -81,7 +83,14 @@ def main(argv=None):
                         help="faces kept out of training, to evaluate against")
     parser.add_argument("--num_images", type=int, default=1000,
                         help="evaluate_gan.py --num_images (the floor then uses 2 x this)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated configuration names to run (default: all)")
     args = parser.parse_args(argv)
+    print(hardware.describe(), flush=True)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CONFIGS)
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown --only {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
     if not REAL_FACES.is_dir():
         print(f"skipped: the CelebA sample is not at {REAL_FACES}")
         return 0
@@ -93,7 +102,8 @@ def main(argv=None):
     real = evaluate_gan.load_real(held_out_dir, generate_face.Preprocessing(),
                                   args.num_images, 0, quiet)
 
-    for name, (flags, use_ema) in CONFIGS.items():
+    for name in names:
+        flags, use_ema = CONFIGS[name]
         folder = run_folder(work_dir, name)
         if flags is not None:
             run, overrides = train_gan.parse_flags([

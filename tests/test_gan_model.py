@@ -234,8 +234,11 @@ def test_bf16_computes_in_bfloat16_and_keeps_float32_state():
 
 
 def test_precision_flag_is_validated():
-    with pytest.raises(ValueError, match="--precision must be one of fp32, bf16"):
+    with pytest.raises(ValueError, match="--precision must be one of auto, fp32, bf16"):
         HParams(precision="fp8").validate()
+    # "auto" is a valid flag, but the graph needs it resolved for the hardware.
+    with pytest.raises(ValueError, match="must be resolved to one of fp32, bf16"):
+        ganModel(dataclasses.replace(TINY, precision="auto"))
 
 
 # ---------------------------------------------------------------------------

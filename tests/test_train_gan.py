@@ -81,6 +81,9 @@ def test_checkpoint_with_wrong_hparams_file_is_named(tmp_path, trained_run, demo
 
 @pytest.mark.parametrize("flags, message", [
     (["--max_steps", "-1"], "--max_steps must be 0 or more"),
+    (["--max_minutes", "-1"], "--max_minutes must be 0 (no limit) or a positive"),
+    (["--max_minutes", "nan"], "--max_minutes must be 0 (no limit) or a positive"),
+    (["--precision", "fp16"], "--precision must be one of auto, fp32, bf16"),
     (["--output_h", "50"], "--output_h must be a positive multiple of 16"),
     (["--batch_size", "0"], "--batch_size must be at least 1"),
     (["--is_crop", "maybe"], "expected true or false"),
@@ -160,6 +163,42 @@ def test_precision_may_change_on_resume_and_bf16_checkpoints_predict(tmp_path, d
     assert json.loads((tmp_path / "ckpt" / "hparams.json").read_text())["precision"] == "fp32"
     out, _ = predict_gan.predict(tmp_path / "ckpt", num=2, out=tmp_path / "face.png")
     assert Image.open(out).size == (128, 64)
+
+
+def test_auto_precision_is_resolved_logged_and_saved(tmp_path, demo_dir):
+    import hardware
+    log = []
+    result = train_gan.train(*train_gan.parse_flags(
+        run_flags(tmp_path, demo_dir, 1, "--precision", "auto")), log=log.append)
+    expected, reason, _ = hardware.resolve_precision("auto")
+    assert result.step == 1 and f"precision {expected} ({reason})" in log
+    saved = json.loads((tmp_path / "ckpt" / "hparams.json").read_text())
+    assert saved["precision"] == expected  # what ran, so a resume rebuilds the same
+
+
+def test_max_minutes_stops_cleanly_with_a_checkpoint_and_a_grid_and_resumes(
+        tmp_path, demo_dir):
+    # A limit shorter than the setup: the command still trains one step, so
+    # that it leaves a checkpoint behind.
+    flags = run_flags(tmp_path, demo_dir, 1000, "--max_minutes", "0.0001")
+    log = []
+    result = train_gan.train(*train_gan.parse_flags(flags), log=log.append)
+    assert (result.step, result.out_of_time, result.stopped_by) == (1, True, None)
+    assert train_gan.step_of(result.checkpoint) == 1
+    assert (tmp_path / "samples" / "train_000001.png").is_file()
+    assert "--max_minutes 0.0001 reached at step 1; run the same command again" in log[-1]
+    assert train_gan.main(flags) == 0  # a clean finish, and the same command resumes
+    assert train_gan.step_of(train_gan.latest_checkpoint(tmp_path / "ckpt")) == 2
+
+
+def test_max_minutes_bounds_the_time_of_a_long_run(tmp_path, demo_dir):
+    started = time.monotonic()
+    result = train_gan.train(*train_gan.parse_flags(run_flags(
+        tmp_path, demo_dir, 10 ** 6, "--max_minutes", "0.1")), log=lambda *_: None)
+    # 6 s of budget; the last step, the checkpoint and the grid come after it.
+    assert result.out_of_time and 1 < result.step < 10 ** 6
+    assert time.monotonic() - started < 6 + 30
+    assert train_gan.step_of(result.checkpoint) == result.step
 
 
 @pytest.fixture

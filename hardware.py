@@ -1,0 +1,184 @@
+"""The machine a run is on, and how TensorFlow should use it.
+
+Import this module before TensorFlow: on x86 CPUs it turns on TensorFlow's
+oneDNN kernels (TF_ENABLE_ONEDNN_OPTS=1), which TensorFlow 2.21 enables by
+itself only on CPUs with AVX-512-class features. On an AVX2-only CPU that
+roughly doubles the speed of this project's convolutions (see the README's
+speed tables). A value the user set is left as it is; set
+TF_ENABLE_ONEDNN_OPTS=0 to get TensorFlow's Eigen kernels instead.
+
+The rest answers questions about the hardware: which CPU (and its features)
+this is, how many CPUs this process may use, whether bf16 is native here,
+and the Session settings that follow.
+"""
+
+import math
+import os
+import platform
+from pathlib import Path
+
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+# CPU flags (as /proc/cpuinfo spells them) that give native bf16 arithmetic.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# CPU flags a speed figure depends on; benchmark headers list them.
+REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+BF16_GPU_CAPABILITY = (8, 0)  # NVIDIA Ampere and newer
+
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
+
+
+def prefer_onednn(environ=os.environ):
+    """Default TF_ENABLE_ONEDNN_OPTS to 1 on x86 CPUs; the user's value wins.
+
+    Returns the value in force. Must run before TensorFlow is imported,
+    since TensorFlow reads the variable once, when it loads.
+    """
+    if platform.machine().lower() in X86_MACHINES:
+        environ.setdefault(ONEDNN_VARIABLE, "1")
+    return environ.get(ONEDNN_VARIABLE)
+
+
+prefer_onednn()
+
+
+def onednn_enabled():
+    """Whether TensorFlow (already imported) runs its oneDNN kernels."""
+    from tensorflow.python.util import _pywrap_util_port  # the check TF's own log uses
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def cpu_model_and_flags(cpuinfo="/proc/cpuinfo"):
+    """(model name, set of feature flags) of this machine's CPU.
+
+    Read from /proc/cpuinfo on Linux; elsewhere the flags are unknown (an
+    empty set), which makes every feature test answer "no".
+    """
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return model, flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and value.strip():
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def cgroup_cpu_limit(root="/sys/fs/cgroup"):
+    """CPUs a container's CPU quota allows (may be fractional), or None if unlimited."""
+    root = Path(root)
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus():
+    """CPUs this process may use: its affinity mask, capped by a container quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        count = min(count, max(1, math.ceil(limit)))
+    return count
+
+
+def gpu_capabilities():
+    """[(major, minor)] compute capability of each visible GPU (needs TensorFlow)."""
+    import tensorflow as tf
+    found = []
+    for device in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(device)
+        found.append(tuple(details.get("compute_capability") or (0, 0)))
+    return found
+
+
+def native_bf16(cpu_flags=None, gpus=None):
+    """(True if bf16 arithmetic is native where the graph will run, why).
+
+    The graph runs on the GPUs when there are any, otherwise on the CPU.
+    """
+    gpus = gpu_capabilities() if gpus is None else gpus
+    if gpus:
+        slow = [f"{major}.{minor}" for major, minor in gpus if (major, minor) < BF16_GPU_CAPABILITY]
+        if slow:
+            return False, (f"GPU compute capability {', '.join(slow)} is below "
+                           f"{BF16_GPU_CAPABILITY[0]}.{BF16_GPU_CAPABILITY[1]}")
+        return True, "every GPU has compute capability 8.0 or more"
+    cpu_flags = cpu_model_and_flags()[1] if cpu_flags is None else cpu_flags
+    have = [flag for flag in BF16_CPU_FLAGS if flag in cpu_flags]
+    if have:
+        return True, f"the CPU has {' and '.join(have)}"
+    return False, f"the CPU has neither {' nor '.join(BF16_CPU_FLAGS)}"
+
+
+def resolve_precision(requested, cpu_flags=None, gpus=None):
+    """The compute precision for --precision, and a sentence saying why.
+
+    Returns:
+      ("fp32" or "bf16", reason, warning or None). "auto" picks bf16 only
+      where it is native; an explicit bf16 without native support gets a
+      warning, since every bf16 operation is then emulated.
+    """
+    if requested not in PRECISION_CHOICES:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, "
+                         f"got {requested!r}")
+    if requested == "fp32":
+        return "fp32", "asked for", None
+    native, why = native_bf16(cpu_flags, gpus)
+    if requested == "auto":
+        return ("bf16" if native else "fp32"), f"auto: {why}", None
+    warning = None if native else (
+        f"warning: --precision bf16 on hardware without native bf16 ({why}): every bf16 "
+        f"operation is emulated, which makes training several times slower than fp32; "
+        f"use --precision auto or fp32")
+    return "bf16", "asked for", warning
+
+
+def session_config(cpus=None):
+    """Session settings that suit CPU and GPU alike.
+
+    TensorFlow sizes its thread pools from the CPUs the process may run on,
+    but knows nothing of a container's CPU quota: more threads than the
+    quota allows only take turns. So where fewer CPUs are usable than the
+    machine has, both pools are sized to them.
+    """
+    import tensorflow as tf
+    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    config.gpu_options.allow_growth = True  # share a GPU rather than grab all of it
+    cpus = usable_cpus() if cpus is None else cpus
+    if cpus < (os.cpu_count() or cpus):
+        config.intra_op_parallelism_threads = cpus
+        config.inter_op_parallelism_threads = cpus
+    return config
+
+
+def describe():
+    """One header line naming the machine a figure was measured on."""
+    import tensorflow as tf
+    model, flags = cpu_model_and_flags()
+    features = " ".join(f"{flag}:{'yes' if flag in flags else 'no'}"
+                        for flag in REPORTED_CPU_FLAGS)
+    gpus = tf.config.list_physical_devices("GPU")
+    onednn = "on" if onednn_enabled() else "off"
+    # oneDNN's own switch for using fewer of the CPU's instructions than it has
+    # (e.g. AVX2 on an AVX-512 CPU): a figure taken with it must say so.
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return (f"machine: {model}; {usable_cpus()} usable of {os.cpu_count()} CPUs; {features}; "
+            f"GPUs: {len(gpus)}; TensorFlow {tf.__version__}, oneDNN {onednn} "
+            f"({ONEDNN_VARIABLE}={os.environ.get(ONEDNN_VARIABLE, 'unset')}"
+            + (f", ONEDNN_MAX_CPU_ISA={capped}" if capped else "") + ")")

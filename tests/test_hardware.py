@@ -1,0 +1,118 @@
+"""The machine: oneDNN default, CPU features, usable CPUs, precision choice."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+import hardware
+from conftest import PROJECT
+
+ON_X86 = platform.machine().lower() in hardware.X86_MACHINES
+
+
+def test_onednn_defaults_to_on_on_x86_and_the_users_value_wins():
+    environ = {}
+    hardware.prefer_onednn(environ)
+    assert environ == ({"TF_ENABLE_ONEDNN_OPTS": "1"} if ON_X86 else {})
+    environ = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert hardware.prefer_onednn(environ) == "0" and environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+ONEDNN_PROBE = "import {module}, hardware; print(hardware.onednn_enabled())"
+
+
+@pytest.mark.skipif(not ON_X86, reason="oneDNN is turned on by default on x86 CPUs only")
+@pytest.mark.parametrize("module", ["train_gan", "predict_gan", "evaluate_gan"])
+def test_every_entry_point_turns_onednn_on_before_tensorflow_loads(module):
+    """In a fresh interpreter, as a user runs the script: TensorFlow reads the
+    variable once, so this checks the import order, on any x86 CPU."""
+    environ = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    for value, expected in ((None, "True"), ("0", "False")):
+        if value is not None:
+            environ["TF_ENABLE_ONEDNN_OPTS"] = value
+        probe = ONEDNN_PROBE.format(module=module)
+        out = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT, env=environ,
+                             capture_output=True, text=True, check=True).stdout
+        assert out.strip().splitlines()[-1] == expected, (value, out)
+
+
+def test_cpu_model_and_flags_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 fma\n\n"
+                       "processor\t: 1\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 fma\n")
+    assert hardware.cpu_model_and_flags(cpuinfo) == ("Test CPU 9000", {"fpu", "avx2", "fma"})
+    model, flags = hardware.cpu_model_and_flags(tmp_path / "missing")
+    assert model and flags == set()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx2", "fma"}, "fp32"),                        # an AVX2-only CPU
+    ({"avx2", "avx512f"}, "fp32"),                    # AVX-512 without bf16
+    ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),
+    ({"avx2", "avx512f", "amx_bf16"}, "bf16"),
+])
+def test_auto_precision_picks_bf16_only_where_the_cpu_has_it(flags, expected):
+    precision, reason, warning = hardware.resolve_precision("auto", cpu_flags=flags, gpus=[])
+    assert precision == expected and reason.startswith("auto: the CPU has") and warning is None
+
+
+def test_auto_precision_on_gpus_follows_their_compute_capability():
+    assert hardware.resolve_precision("auto", cpu_flags=set(), gpus=[(8, 0), (9, 0)])[0] == "bf16"
+    precision, reason, _ = hardware.resolve_precision("auto", cpu_flags={"amx_bf16"},
+                                                      gpus=[(8, 6), (7, 5)])
+    assert precision == "fp32" and "7.5" in reason  # the graph runs on the GPUs, not the CPU
+
+
+def test_explicit_precisions_are_kept_and_emulated_bf16_is_warned_about():
+    assert hardware.resolve_precision("fp32", cpu_flags={"amx_bf16"}, gpus=[]) == (
+        "fp32", "asked for", None)
+    precision, _, warning = hardware.resolve_precision("bf16", cpu_flags={"avx2"}, gpus=[])
+    assert precision == "bf16" and "several times slower" in warning
+    assert hardware.resolve_precision("bf16", cpu_flags={"avx512_bf16"}, gpus=[])[2] is None
+    with pytest.raises(ValueError, match="--precision must be one of auto, fp32, bf16"):
+        hardware.resolve_precision("fp16")
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu.max": "150000 100000\n"}, 1.5),
+    ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),
+])
+def test_container_cpu_quota(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert hardware.cgroup_cpu_limit(tmp_path) == expected
+
+
+def test_usable_cpus_follow_the_affinity_mask():
+    assert 1 <= hardware.usable_cpus() <= len(os.sched_getaffinity(0))
+    script = "import hardware; print(hardware.usable_cpus())"
+    out = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True,
+                         text=True, check=True, preexec_fn=lambda: os.sched_setaffinity(0, {
+                             min(os.sched_getaffinity(0))})).stdout
+    assert out.strip() == "1"
+
+
+def test_session_threads_are_sized_to_the_usable_cpus_only_when_fewer():
+    assert hardware.session_config(cpus=1).intra_op_parallelism_threads == (
+        1 if os.cpu_count() > 1 else 0)
+    everything = hardware.session_config(cpus=os.cpu_count())
+    assert everything.intra_op_parallelism_threads == 0  # TensorFlow's own choice
+    assert everything.inter_op_parallelism_threads == 0
+    assert everything.allow_soft_placement and everything.gpu_options.allow_growth
+
+
+def test_header_names_the_machine_and_the_onednn_state():
+    header = hardware.describe()
+    model, _ = hardware.cpu_model_and_flags()
+    assert header.startswith(f"machine: {model};")
+    for flag in hardware.REPORTED_CPU_FLAGS:
+        assert f"{flag}:" in header
+    state = "on" if hardware.onednn_enabled() else "off"
+    assert f"oneDNN {state}" in header and "TensorFlow 2." in header
