@@ -346,12 +346,11 @@ def load_generated(folder, num, log):
     return load_usable(paths, prep, folder, log)
 
 
-def generate_faces(checkpoint, hparams, num, seed, use_ema=True):
-    """`num` faces from a checkpoint: uint8 [num, H, W, 3]."""
-    import predict_gan  # TensorFlow is imported only when a checkpoint is used
+def generate_faces(generator, num, seed):
+    """`num` faces from a gan_run.Generator: uint8 [num, H, W, 3]."""
     rng = generate_face.run_rng(seed, STREAM_FAKE_Z)
-    z = generate_face.sample_z(rng, num, hparams.z_dim)
-    return generate_face.to_uint8(predict_gan.generate(z, checkpoint, hparams, use_ema))
+    z = generate_face.sample_z(rng, num, generator.hparams.z_dim)
+    return generate_face.to_uint8(generator(z))
 
 
 def split_real(real, num):
@@ -497,17 +496,16 @@ def run(args, log):
             defaults.is_crop if args.is_crop is None else args.is_crop)
         described["fake_dir"] = generate_face.printable(args.fake_dir)
     else:
-        import predict_gan
-        import train_gan
-        checkpoint = predict_gan.find_checkpoint(args.ckpt_dir, args.checkpoint)
-        hparams = train_gan.load_run_hparams(Path(checkpoint).parent)
-        prep = train_gan.preprocessing(hparams)
-        use_ema = args.use_ema and hparams.g_ema_decay > 0
-        log(f"generating {args.num_images} faces from {checkpoint}"
-            f"{' (moving-average weights)' if use_ema else ''}")
-        fake = generate_faces(checkpoint, hparams, args.num_images, args.seed, use_ema)
-        described.update(checkpoint=checkpoint, step=train_gan.step_of(checkpoint),
-                         ema=use_ema)
+        import gan_run  # TensorFlow is imported only when a checkpoint is used
+        with gan_run.Generator(args.ckpt_dir, args.checkpoint, args.use_ema,
+                               log=log) as generator:
+            hparams = generator.hparams
+            use_ema = args.use_ema and hparams.uses_ema
+            log(f"generating {args.num_images} faces from {generator.checkpoint}"
+                f"{' (moving-average weights)' if use_ema else ''}")
+            fake = generate_faces(generator, args.num_images, args.seed)
+        prep = gan_run.preprocessing(hparams)
+        described.update(checkpoint=generator.checkpoint, step=generator.step, ema=use_ema)
     real = load_real(args.real_dir, prep, args.num_images, args.seed, log)
     result = evaluate(fake, real, args.seed, features, log)
     if fid_reason:

@@ -25,87 +25,11 @@ import hardware  # first: it picks TensorFlow's CPU kernels before TensorFlow lo
 import numpy as np
 import tensorflow as tf
 
+import gan_run
 import generate_face
 from gan_model import ganModel
-from train_gan import (check_checkpoint_fits, latest_checkpoint, load_run_hparams,
-                       preprocessing)
 
 tf1 = tf.compat.v1
-
-
-def find_checkpoint(ckpt_dir="ckpt", checkpoint=None):
-    """The checkpoint to restore: `checkpoint` if given, else the newest in ckpt_dir.
-
-    Raises:
-      FileNotFoundError: there is none; the message says how to make one.
-    """
-    if checkpoint:
-        if Path(checkpoint).is_dir():
-            found = latest_checkpoint(checkpoint)
-            if found is None:
-                raise FileNotFoundError(f"no checkpoint in {checkpoint}")
-            return found
-        if not Path(str(checkpoint) + ".index").is_file():
-            raise FileNotFoundError(
-                f"checkpoint {checkpoint} not found (expected {checkpoint}.index); pass a "
-                f"prefix such as ckpt/gan.ckpt-2000 or a folder of checkpoints")
-        return str(checkpoint)
-    found = latest_checkpoint(ckpt_dir)
-    if found is None:
-        raise FileNotFoundError(
-            f"no checkpoint in {ckpt_dir}: train first, e.g. "
-            f"`python train_gan.py --data_root data/demo_faces --ckpt_dir {ckpt_dir}`")
-    return found
-
-
-class NetworkRestorer:
-    """Restores the variables a checkpoint provides: both networks and G's averages.
-
-    Build it inside the graph (its Saver adds ops), before any Session runs.
-    """
-
-    def __init__(self, graph):
-        self.variables = [v for v in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
-                          if v.op.name.split("/")[0] in
-                          ("generator", "generator_ema", "discriminator")]
-        self.saver = tf1.train.Saver(self.variables)
-
-    def restore(self, sess, checkpoint):
-        """Restore into sess, with errors that say what to do."""
-        check_checkpoint_fits(checkpoint, self.variables)
-        try:
-            self.saver.restore(sess, checkpoint)
-        except tf.errors.OpError as error:
-            raise ValueError(
-                f"checkpoint {checkpoint} cannot be read ({error.message.splitlines()[0]}); "
-                f"pass an older one with --checkpoint") from error
-
-
-def generate(z, checkpoint, hparams, use_ema=True):
-    """Run the trained generator on z.
-
-    Args:
-      z: float32 [N, z_dim], any N.
-      checkpoint: checkpoint prefix (see `find_checkpoint`).
-      hparams: the run's HParams (see `train_gan.load_run_hparams`).
-      use_ema: use the moving average of G's weights if the run kept one
-        (--g_ema_decay above 0); False: the trained weights.
-
-    Returns:
-      float32 images [N, output_h, output_w, 3] in [-1, 1].
-    """
-    if z.ndim != 2 or z.shape[1] != hparams.z_dim:
-        raise ValueError(f"z should be [N, {hparams.z_dim}] for this checkpoint, "
-                         f"got {list(z.shape)}")
-    graph = tf.Graph()
-    with graph.as_default():
-        z_input = tf1.placeholder(tf.float32, [None, hparams.z_dim], name="z")
-        images = ganModel(hparams).generator(
-            z_input, is_training=False, use_ema=use_ema and hparams.g_ema_decay > 0)
-        restorer = NetworkRestorer(graph)
-    with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
-        restorer.restore(sess, checkpoint)
-        return sess.run(images, {z_input: z})
 
 
 def seed_z(seed, z_dim, truncation=1.0):
@@ -113,29 +37,26 @@ def seed_z(seed, z_dim, truncation=1.0):
     return generate_face.sample_grid_z(seed, 1, z_dim)[0] * truncation
 
 
-def predict(ckpt_dir="ckpt", checkpoint=None, num=64, seed=0, out="face.png", use_ema=True,
-            truncation=1.0, save_z=None):
+def predict(generator, num=64, seed=0, out="face.png", truncation=1.0, save_z=None):
     """Write `num` faces from z sampled with `seed` as one grid PNG.
 
     Args:
+      generator: a gan_run.Generator.
       truncation: z is drawn uniform in [-truncation, truncation): below 1,
         faces closer to the average, less varied.
       save_z: also write the z vectors, float32 [num, z_dim] (cell i of the
         grid is row i // columns, column i % columns), for --z_file.
 
     Returns:
-      (path written, checkpoint used).
+      the path written.
     """
     if num < 1:
         raise ValueError(f"--num must be at least 1, got {num}")
-    checkpoint = find_checkpoint(ckpt_dir, checkpoint)
-    hparams = load_run_hparams(Path(checkpoint).parent)
-    z = generate_face.sample_grid_z(seed, num, hparams.z_dim) * truncation
-    images = generate(z, checkpoint, hparams, use_ema)
-    path = generate_face.save_grid(images, out)
+    z = generate_face.sample_grid_z(seed, num, generator.hparams.z_dim) * truncation
+    path = generate_face.save_grid(generator(z), out)
     if save_z:
         save_z_file(z, save_z)
-    return path, checkpoint
+    return path
 
 
 def save_z_file(z, path):
@@ -202,8 +123,7 @@ def interpolation_z(ends, steps):
                      for t in np.linspace(0.0, 1.0, steps)]).astype(np.float32)
 
 
-def interpolate(checkpoint, hparams, points, steps, out, gif=None, z_file=None,
-                truncation=1.0, use_ema=True):
+def interpolate(generator, points, steps, out, gif=None, z_file=None, truncation=1.0):
     """Write a grid walking through z (rows = pairs, columns = steps).
 
     Args:
@@ -215,10 +135,10 @@ def interpolate(checkpoint, hparams, points, steps, out, gif=None, z_file=None,
         raise ValueError("--interpolate needs at least 2 seeds (or cells), e.g. 3,17")
     if steps < 2:
         raise ValueError(f"--steps must be at least 2 (the two ends), got {steps}")
-    ends = pick_cells(load_z_file(z_file, hparams.z_dim), points, "--interpolate") \
-        if z_file else np.stack([seed_z(s, hparams.z_dim, truncation) for s in points])
-    z = interpolation_z(ends, steps)
-    images = generate(z, checkpoint, hparams, use_ema)
+    z_dim = generator.hparams.z_dim
+    ends = pick_cells(load_z_file(z_file, z_dim), points, "--interpolate") \
+        if z_file else np.stack([seed_z(s, z_dim, truncation) for s in points])
+    images = generator(interpolation_z(ends, steps))
     path = generate_face.save_grid(images, out, cols=steps)
     if gif:
         # Skip each pair's first frame after the first pair: it repeats the
@@ -259,7 +179,7 @@ def parse_arithmetic(expression):
     return terms
 
 
-def arithmetic(checkpoint, hparams, expression, z_file, out, use_ema=True):
+def arithmetic(generator, expression, z_file, out):
     """Face arithmetic (Radford et al. 2016): average each term's cells' z,
     add and subtract the averages, draw the result.
 
@@ -271,12 +191,11 @@ def arithmetic(checkpoint, hparams, expression, z_file, out, use_ema=True):
     if not z_file:
         raise ValueError("--arithmetic needs --z_file: write a grid with --save_z z.npy, "
                          "pick its cells, then pass --z_file z.npy")
-    z = load_z_file(z_file, hparams.z_dim)
+    z = load_z_file(z_file, generator.hparams.z_dim)
     terms = parse_arithmetic(expression)
     averages = [pick_cells(z, cells, "--arithmetic").mean(axis=0) for _, cells in terms]
     result = sum(sign * average for (sign, _), average in zip(terms, averages))
-    images = generate(np.stack(averages + [result]).astype(np.float32), checkpoint, hparams,
-                      use_ema)
+    images = generator(np.stack(averages + [result]))
     return generate_face.save_grid(images, out, cols=len(images)), result
 
 
@@ -301,7 +220,7 @@ def load_images_to_complete(paths, hparams):
     Returns:
       float32 [N, H, W, 3] in [-1, 1].
     """
-    prep = preprocessing(hparams)
+    prep = gan_run.preprocessing(hparams)
     files = []
     for path in paths:
         if Path(path).is_dir():
@@ -352,19 +271,19 @@ def complete(checkpoint, hparams, known, mask, iterations=300, z_lr=0.01,
         model = ganModel(hparams)
         generated, contextual, perceptual = model.completion_losses(
             z, tf.constant(known), tf.constant(weights[None]),
-            use_ema=use_ema and hparams.g_ema_decay > 0)
+            use_ema=use_ema and hparams.uses_ema)
         loss = tf.reduce_sum(contextual + perceptual_weight * perceptual)
         fit = tf1.train.AdamOptimizer(z_lr, beta1=0.9, name="z_adam").minimize(
             loss, var_list=[z])
         with tf.control_dependencies([fit]):
             step = z.assign(tf.clip_by_value(z, -1.0, 1.0))
         mean_contextual = tf.reduce_mean(contextual)
-        restorer = NetworkRestorer(graph)
+        restorer = gan_run.NetworkRestorer(graph)
         init_own = tf1.variables_initializer(  # z and its Adam state
             [v for v in tf1.global_variables() if v not in restorer.variables])
     graph.finalize()
     with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
-        restorer.restore(sess, checkpoint)
+        restorer.restore(sess, checkpoint=checkpoint, log=log)
         sess.run(init_own)
         history = []  # each step's loss is that of the z it starts from
         started = time.monotonic()
@@ -407,7 +326,7 @@ def export_savedmodel(checkpoint, hparams, out_dir, use_ema=True):
     with graph.as_default():
         z = tf1.placeholder(tf.float32, [None, hparams.z_dim], name="z")
         images = ganModel(hparams).generator(
-            z, is_training=False, use_ema=use_ema and hparams.g_ema_decay > 0)
+            z, is_training=False, use_ema=use_ema and hparams.uses_ema)
         images = tf.identity(images, name="images")
         images_uint8 = tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0, 255),
                                tf.uint8, name="images_uint8")
@@ -428,11 +347,11 @@ def export_savedmodel(checkpoint, hparams, out_dir, use_ema=True):
                 inputs={}, outputs={k: info(v) for k, v in constants.items()},
                 method_name=predict_method),
         }
-        restorer = NetworkRestorer(graph)
+        restorer = gan_run.NetworkRestorer(graph)
     temporary = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
-        restorer.restore(sess, checkpoint)
+        checkpoint = restorer.restore(sess, checkpoint=checkpoint)
         builder = tf1.saved_model.Builder(str(temporary))
         builder.add_meta_graph_and_variables(sess, [tf1.saved_model.SERVING],
                                              signature_def_map=signatures)
@@ -525,27 +444,38 @@ def main(argv=None):
     return 0
 
 
-def run(args):
-    """Carry out the chosen mode; returns the line to print."""
-    if (args.interpolate, args.arithmetic, args.complete, args.export_savedmodel) == (
-            None, None, None, None):
-        out, used = predict(args.ckpt_dir, args.checkpoint, args.num, args.seed, args.out,
-                            args.use_ema, args.truncation, args.save_z)
-        saved = f"; z in {args.save_z}" if args.save_z else ""
-        return f"wrote {out} ({args.num} face{'s' if args.num > 1 else ''} from {used}{saved})"
-    checkpoint = find_checkpoint(args.ckpt_dir, args.checkpoint)
-    hparams = load_run_hparams(Path(checkpoint).parent)
+def warn(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def draw(generator, args):
+    """The modes that only run the generator: a grid, a walk, arithmetic."""
+    used = generator.checkpoint
     if args.interpolate is not None:
         points = parse_numbers(args.interpolate, "--interpolate")
-        out = interpolate(checkpoint, hparams, points, args.steps, args.out, args.gif,
-                          args.z_file, args.truncation, args.use_ema)
+        out = interpolate(generator, points, args.steps, args.out, args.gif, args.z_file,
+                          args.truncation)
         also = f" and {args.gif}" if args.gif else ""
         return (f"wrote {out}{also} ({len(points) - 1} row(s) of {args.steps} steps "
-                f"from {checkpoint})")
+                f"from {used})")
     if args.arithmetic is not None:
-        out, _ = arithmetic(checkpoint, hparams, args.arithmetic, args.z_file, args.out,
-                            args.use_ema)
-        return f"wrote {out} (the terms' faces, then the result, from {checkpoint})"
+        out, _ = arithmetic(generator, args.arithmetic, args.z_file, args.out)
+        return f"wrote {out} (the terms' faces, then the result, from {used})"
+    out = predict(generator, args.num, args.seed, args.out, args.truncation, args.save_z)
+    saved = f"; z in {args.save_z}" if args.save_z else ""
+    return f"wrote {out} ({args.num} face{'s' if args.num > 1 else ''} from {used}{saved})"
+
+
+def run(args):
+    """Carry out the chosen mode; returns the line to print."""
+    if args.complete is None and args.export_savedmodel is None:
+        with gan_run.Generator(args.ckpt_dir, args.checkpoint, args.use_ema,
+                               log=warn) as generator:
+            return draw(generator, args)
+    # Completion and export build graphs of their own; given the folder, they
+    # restore the checkpoint that gan_run's policy picks, as the Generator does.
+    checkpoint = args.checkpoint or args.ckpt_dir
+    hparams = gan_run.run_hparams(args.ckpt_dir, args.checkpoint)
     if args.complete is not None:
         known = load_images_to_complete(args.complete, hparams)
         mask = build_mask(args.mask, hparams.output_h, hparams.output_w, args.seed)

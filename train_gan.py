@@ -11,7 +11,6 @@ checkpoint and exits.
 import argparse
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -24,13 +23,12 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp_api
 
+import gan_run
 import generate_face
 from gan_model import HParams, flag_field, ganModel, image_grid, images_from_uint8
 
 tf1 = tf.compat.v1
 
-CKPT_PREFIX = "gan.ckpt"
-HPARAMS_FILE = "hparams.json"
 SAMPLE_GRID = (8, 8)  # rows, columns of the training sample grids
 
 
@@ -111,111 +109,6 @@ def parse_flags(argv=None):
     return run, overrides
 
 
-# ---------------------------------------------------------------------------
-# Checkpoints (also used by predict_gan.py)
-# ---------------------------------------------------------------------------
-
-def checkpoints_newest_first(ckpt_dir):
-    """Prefixes of the checkpoints in ckpt_dir whose .index exists, newest step first.
-
-    Found on disk rather than only through the `checkpoint` index file, which
-    may name a checkpoint that was deleted or never finished: TensorFlow's
-    own lookup then answers "none", and a run would start afresh over the
-    older checkpoints.
-    """
-    found = []
-    for index in Path(ckpt_dir).glob(f"{CKPT_PREFIX}-*.index"):
-        prefix = str(index)[:-len(".index")]
-        if prefix.rsplit("-", 1)[1].isdigit():
-            found.append((step_of(prefix), prefix))
-    return [prefix for _, prefix in sorted(found, reverse=True)]
-
-
-def latest_checkpoint(ckpt_dir):
-    """Path prefix of the newest checkpoint in ckpt_dir, or None."""
-    found = checkpoints_newest_first(ckpt_dir)
-    return found[0] if found else None
-
-
-def step_of(checkpoint):
-    """The global step in a checkpoint prefix such as ckpt/gan.ckpt-1500."""
-    return int(str(checkpoint).rsplit("-", 1)[1])
-
-
-def load_run_hparams(ckpt_dir):
-    """The HParams saved with the run in ckpt_dir (ValueError if unusable)."""
-    path = Path(ckpt_dir) / HPARAMS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: the checkpoints in {ckpt_dir} cannot be rebuilt "
-            f"without the hyperparameters they were trained with")
-    return HParams.load(path)
-
-
-def save_run_hparams(ckpt_dir, hparams):
-    """Write hparams.json atomically (temporary file, then rename)."""
-    path = Path(ckpt_dir) / HPARAMS_FILE
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(hparams.to_dict(), indent=2) + "\n")
-    os.replace(temporary, path)
-
-
-class DamagedCheckpoint(ValueError):
-    """A checkpoint whose files cannot be read."""
-
-
-def restore_newest_loadable(sess, saver, ckpt_dir, variables, log=print):
-    """Restore the newest checkpoint of ckpt_dir that loads; return its prefix.
-
-    A damaged checkpoint (truncated or missing data, unreadable index) is
-    skipped with a warning and the next older one is tried.
-
-    Raises:
-      ValueError: a checkpoint does not fit this architecture, or none of
-        the checkpoints loads (the folder is left as it is, never trained
-        over afresh).
-    """
-    for checkpoint in checkpoints_newest_first(ckpt_dir):
-        try:
-            check_checkpoint_fits(checkpoint, variables)
-            saver.restore(sess, checkpoint)
-            return checkpoint
-        except (DamagedCheckpoint, tf.errors.OpError) as error:
-            reason = str(getattr(error, "message", error)).splitlines()[0]
-            log(f"warning: skipping damaged checkpoint {checkpoint}: {reason}")
-    raise ValueError(
-        f"no checkpoint in {ckpt_dir} can be loaded (see the warnings above). Nothing was "
-        f"changed there; move those files away, or pass another --ckpt_dir, to start anew")
-
-
-def check_checkpoint_fits(checkpoint, variables):
-    """Raise ValueError unless the checkpoint holds every variable, same shapes.
-
-    Comparing shapes before restoring turns TensorFlow's assign-shape
-    errors into a message that names the checkpoint and the differences.
-    """
-    try:
-        stored = dict(tf.train.list_variables(str(checkpoint)))
-    except (tf.errors.OpError, ValueError) as error:
-        raise DamagedCheckpoint(f"cannot read checkpoint {checkpoint}: {error}") from error
-    differences = []
-    for variable in variables:
-        name = variable.op.name
-        shape = variable.shape.as_list()
-        if name not in stored:
-            differences.append(f"{name} is missing")
-        elif list(stored[name]) != shape:
-            differences.append(f"{name} is {list(stored[name])} in the checkpoint, "
-                               f"{shape} in this graph")
-    if differences:
-        listed = "; ".join(differences[:5])
-        more = f" (and {len(differences) - 5} more)" if len(differences) > 5 else ""
-        raise ValueError(
-            f"checkpoint {checkpoint} does not fit this architecture: {listed}{more}. "
-            f"It was trained with other --gf_dim/--df_dim/--z_dim/--output_h/--output_w "
-            f"values than {Path(checkpoint).parent / HPARAMS_FILE} says")
-
-
 def resolve_hparams(ckpt_dir, overrides):
     """The hyperparameters of this run and the checkpoint it resumes from.
 
@@ -226,10 +119,10 @@ def resolve_hparams(ckpt_dir, overrides):
     Returns:
       (HParams, checkpoint path or None, {name: (saved, new)} of changes)
     """
-    checkpoint = latest_checkpoint(ckpt_dir)
+    checkpoint = gan_run.latest_checkpoint(ckpt_dir)
     if checkpoint is None:
         return dataclasses.replace(HParams(), **overrides).validate(), None, {}
-    saved = load_run_hparams(ckpt_dir)
+    saved = gan_run.load_hparams(ckpt_dir)
     wanted = dataclasses.replace(saved, **overrides).validate()
     clashes = saved.architecture_differences(wanted)
     if clashes:
@@ -384,12 +277,6 @@ class TrainResult:
     out_of_time: bool = False  # stopped by --max_minutes
 
 
-def preprocessing(hparams):
-    """The data preprocessing that a run's hyperparameters ask for."""
-    return generate_face.Preprocessing(hparams.crop_h, hparams.crop_w, hparams.output_h,
-                                       hparams.output_w, hparams.is_crop)
-
-
 def build_input(images, hparams, stream_start):
     """A tf.data iterator over the run's batch stream, uint8 in the graph.
 
@@ -445,8 +332,7 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
         sample_z = tf1.get_variable(
             "sample_z", initializer=generate_face.sample_grid_z(
                 hparams.seed, rows * cols, hparams.z_dim), trainable=False)
-        samples = model.generator(sample_z, is_training=False,
-                                  use_ema=hparams.g_ema_decay > 0)
+        samples = model.generator(sample_z, is_training=False, use_ema=hparams.uses_ema)
         # Written on sample steps only: the grid, and every layer's weights.
         samples_summary = tf1.summary.merge(
             [tf1.summary.image("samples", image_grid(samples, rows, cols))]
@@ -535,7 +421,7 @@ def train_once(run, overrides, log, deadline=math.inf):
     precision, reason, warning = hardware.resolve_precision(hparams.precision)
     hparams = dataclasses.replace(hparams, precision=precision)  # saved resolved
     if checkpoint:
-        log(f"resuming from {checkpoint} (step {step_of(checkpoint)})")
+        log(f"resuming from {checkpoint} (step {gan_run.step_of(checkpoint)})")
         for name, (old, new) in changes.items():
             log(f"  {name}: {old} -> {new}")
     else:
@@ -548,7 +434,7 @@ def train_once(run, overrides, log, deadline=math.inf):
                          ("--log_dir", run.log_dir)):
         ensure_writable_folder(folder, flag)
     images, kept, _ = generate_face.load_dataset(
-        run.data_root, preprocessing(hparams), run.cache_dir or None, log=log)
+        run.data_root, gan_run.preprocessing(hparams), run.cache_dir or None, log=log)
     if len(kept) < hparams.batch_size:
         folder = generate_face.printable(run.data_root)
         raise ValueError(f"only {len(kept)} usable images in {folder}, fewer than one batch "
@@ -561,21 +447,21 @@ def train_once(run, overrides, log, deadline=math.inf):
     d_train_op, g_train_op = parts.d_train_op, parts.g_train_op
     with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
         if checkpoint:
-            restored = restore_newest_loadable(
-                sess, saver, run.ckpt_dir,
-                graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES), log)
+            restored = gan_run.restore(
+                sess, saver, graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES),
+                run.ckpt_dir, log=log)
             if restored != checkpoint:
                 log(f"resumed from {restored} instead")
                 checkpoint = restored
             # Let this Saver prune the older checkpoints of the run as well.
             saver.set_last_checkpoints_with_time(
                 [(path, os.path.getmtime(path + ".index"))
-                 for path in reversed(checkpoints_newest_first(run.ckpt_dir))])
+                 for path in reversed(gan_run.checkpoints_newest_first(run.ckpt_dir))])
         else:
             sess.run(parts.init)  # ensure_writable_folder made --ckpt_dir above
         # Also on resume: settings changed on the command line (a new
         # learning rate, say) stay in force when the run is resumed again.
-        save_run_hparams(run.ckpt_dir, hparams)
+        gan_run.save_hparams(run.ckpt_dir, hparams)
         step = int(sess.run(global_step))
         parts.stream_start[0] = step
         sess.run(iterator.initializer)
@@ -587,7 +473,7 @@ def train_once(run, overrides, log, deadline=math.inf):
             # the resumed run neither duplicates nor restarts its steps.
             writer.add_session_log(tf1.SessionLog(status=tf1.SessionLog.START), step + 1)
         writer.add_summary(hparams_summary(hparams, run, log_dir.name), step)
-        prefix = str(Path(run.ckpt_dir) / CKPT_PREFIX)
+        prefix = str(Path(run.ckpt_dir) / gan_run.CKPT_PREFIX)
 
         def save():
             try:
@@ -695,7 +581,7 @@ def train_once(run, overrides, log, deadline=math.inf):
             if step > first_step:
                 if step % run.sample_every != 0:
                     write_samples()
-                if last_saved is None or step_of(last_saved) != step:
+                if last_saved is None or gan_run.step_of(last_saved) != step:
                     last_saved = save()
         elapsed = time.monotonic() - started
         if step > first_step:

@@ -33,8 +33,8 @@ import hardware  # noqa: E402  (before TensorFlow: it sets the oneDNN default)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import gan_run  # noqa: E402
 import generate_face  # noqa: E402
-import train_gan  # noqa: E402
 
 STEP_LINE = re.compile(r"^step (\d+)/")
 RESUME_LINE = re.compile(r"^resuming from .* \(step (\d+)\)")
@@ -78,7 +78,7 @@ class Cycle:
 
 
 def final_weights(root):
-    reader = tf.train.load_checkpoint(train_gan.latest_checkpoint(root / "ckpt"))
+    reader = tf.train.load_checkpoint(gan_run.latest_checkpoint(root / "ckpt"))
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
@@ -135,7 +135,7 @@ def main(argv=None):
         print(f"kills: {len(lost)}, restarts that failed: {failures}")
         print(f"steps lost per kill: max {max(lost)}, mean {statistics.mean(lost):.1f} "
               f"(checkpoint every {args.ckpt_every} steps)")
-        final_step = train_gan.step_of(train_gan.latest_checkpoint(soak / "ckpt"))
+        final_step = gan_run.step_of(gan_run.latest_checkpoint(soak / "ckpt"))
         print(f"final step: {final_step} of {args.max_steps}")
         print(f"final weights vs the uninterrupted run: max abs difference {max(differences):.2e} "
               f"({'match' if max(differences) < 1e-3 else 'DIFFER'})")

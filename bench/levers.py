@@ -29,8 +29,8 @@ import hardware  # noqa: E402  (before TensorFlow: it sets the oneDNN default)
 import numpy as np  # noqa: E402
 
 import evaluate_gan  # noqa: E402
+import gan_run  # noqa: E402
 import generate_face  # noqa: E402
-import predict_gan  # noqa: E402
 import train_gan  # noqa: E402
 
 REAL_FACES = PROJECT.parent / "shared" / "data" / "celeba_sample"
@@ -116,12 +116,12 @@ def main(argv=None):
                 "--gf_dim", str(args.width), "--df_dim", str(args.width), *flags])
             print(f"== {name}: training to step {args.steps}", flush=True)
             train_gan.train(run, overrides, log=lambda text: print(f"  {text}", flush=True))
-        hparams = train_gan.load_run_hparams(folder / "ckpt")
-        for checkpoint in reversed(train_gan.checkpoints_newest_first(folder / "ckpt")):
-            key = f"{name} @ {train_gan.step_of(checkpoint)}"
+        for checkpoint in reversed(gan_run.checkpoints_newest_first(folder / "ckpt")):
+            key = f"{name} @ {gan_run.step_of(checkpoint)}"
             if key in results:
                 continue
-            fake = evaluate_gan.generate_faces(checkpoint, hparams, args.num_images, 0, use_ema)
+            with gan_run.Generator(checkpoint=checkpoint, use_ema=use_ema) as generator:
+                fake = evaluate_gan.generate_faces(generator, args.num_images, 0)
             results[key] = evaluate_gan.evaluate(fake, real, 0, log=quiet)
             results_path.write_text(json.dumps(results, indent=1))
             print(f"  {key}: SWD avg {results[key]['swd']['avg']:.1f}", flush=True)
@@ -162,12 +162,11 @@ def write_picture(work_dir, args, faces=8):
     rows = []
     for name, (_, use_ema) in CONFIGS.items():
         ckpt_dir = run_folder(work_dir, name) / "ckpt"
-        checkpoint = train_gan.latest_checkpoint(ckpt_dir)
-        if checkpoint is None:
+        if gan_run.latest_checkpoint(ckpt_dir) is None:
             continue
-        hparams = train_gan.load_run_hparams(ckpt_dir)
-        z = generate_face.sample_grid_z(0, faces, hparams.z_dim)
-        rows.append(predict_gan.generate(z, checkpoint, hparams, use_ema))
+        with gan_run.Generator(ckpt_dir, use_ema=use_ema) as generator:
+            rows.append(generator(generate_face.sample_grid_z(0, faces,
+                                                              generator.hparams.z_dim)))
     if rows:
         path = generate_face.save_grid(np.concatenate(rows), work_dir / "levers.png")
         print(f"\nwrote {path}: one row per configuration, in the table's order")

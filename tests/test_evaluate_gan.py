@@ -176,17 +176,16 @@ def test_cli_on_a_checkpoint_json_and_table(capsys, trained_run, drawing_run, de
 
 def test_a_folder_of_saved_faces_scores_as_its_checkpoint(capsys, tmp_path, drawing_run,
                                                           demo_dir):
-    import train_gan
-    ckpt = drawing_run / "ckpt"
-    checkpoint = train_gan.latest_checkpoint(ckpt)
-    fakes = evaluate_gan.generate_faces(checkpoint, train_gan.load_run_hparams(ckpt), 20, 0)
+    import gan_run
+    with gan_run.Generator(drawing_run / "ckpt") as generator:
+        fakes = evaluate_gan.generate_faces(generator, 20, 0)
     folder = tmp_path / "fakes"
     folder.mkdir()
     for i, face in enumerate(fakes):
         generate_face.atomic_save_image(face, folder / f"fake_{i:03d}.png")
     flags = ["--real_dir", str(demo_dir), "--num_images", "20"]
     from_folder = evaluate_json(capsys, "--fake_dir", str(folder), *flags)
-    from_checkpoint = evaluate_json(capsys, "--ckpt_dir", str(ckpt), *flags)
+    from_checkpoint = evaluate_json(capsys, "--ckpt_dir", str(drawing_run / "ckpt"), *flags)
     assert from_folder["swd"] == from_checkpoint["swd"]
     assert from_folder["fake_dir"] == str(folder)
 

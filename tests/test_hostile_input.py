@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import generate_face as gf
+import gan_run
 import train_gan
 from conftest import run_flags
 
@@ -147,7 +148,7 @@ def test_disk_full_while_saving_names_the_folder_and_keeps_the_last_checkpoint(
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"could not write a checkpoint to {tmp_path / 'ckpt'} at step 3" in done.stderr
     assert "gan.ckpt-2) is intact" in done.stderr
-    assert train_gan.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-2")
+    assert gan_run.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-2")
     # With the space back, the same command resumes from it and finishes.
     assert train_gan.main(resumed) == 0
-    assert train_gan.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-4")
+    assert gan_run.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-4")

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import gan_run
 import predict_gan
 from conftest import copy_run_with_hparams
+
+
+def draw(ckpt_dir=None, checkpoint=None, out=None, **options):
+    """predict_gan.predict with a generator loaded for the call."""
+    with gan_run.Generator(ckpt_dir, checkpoint) as generator:
+        return predict_gan.predict(generator, out=out, **options), generator.checkpoint
 
 
 @pytest.mark.parametrize("num, size", [(1, (64, 64)), (64, (512, 512))])
@@ -22,17 +29,18 @@ def test_writes_png_of_the_right_size(tmp_path, drawing_run, num, size):
 def test_prediction_redraws_the_runs_last_training_grid(tmp_path, drawing_run):
     # Same checkpoint, same z (the run's seed is 0), inference mode in both:
     # the graph rebuilt from hparams.json must reproduce the training grid.
-    out, _ = predict_gan.predict(drawing_run / "ckpt", num=64, seed=0, out=tmp_path / "g.png")
+    out, _ = draw(drawing_run / "ckpt", num=64, seed=0, out=tmp_path / "g.png")
     trained = np.asarray(Image.open(drawing_run / "samples" / "train_000200.png"), np.int32)
     predicted = np.asarray(Image.open(out), np.int32)
     assert np.abs(predicted - trained).max() <= 1  # rounding at most
 
 
 def test_seed_decides_the_faces(tmp_path, drawing_run):
-    ckpt = str(drawing_run / "ckpt")
     paths = {}
-    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        paths[name] = predict_gan.predict(ckpt, num=4, seed=seed, out=tmp_path / f"{name}.png")[0]
+    with gan_run.Generator(drawing_run / "ckpt") as generator:  # loaded once, used thrice
+        for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+            paths[name] = predict_gan.predict(generator, num=4, seed=seed,
+                                              out=tmp_path / f"{name}.png")
     a, b, c = (np.asarray(Image.open(paths[k]), np.int32) for k in "abc")
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).mean() > 0.5
@@ -40,10 +48,9 @@ def test_seed_decides_the_faces(tmp_path, drawing_run):
 
 def test_explicit_checkpoint_prefix_and_folder(tmp_path, drawing_run):
     prefix = str(drawing_run / "ckpt" / "gan.ckpt-200")
-    out, used = predict_gan.predict(checkpoint=prefix, num=1, out=tmp_path / "x.png")
+    out, used = draw(checkpoint=prefix, num=1, out=tmp_path / "x.png")
     assert used == prefix and out.is_file()
-    _, used = predict_gan.predict(checkpoint=str(drawing_run / "ckpt"), num=1,
-                                  out=tmp_path / "y.png")
+    _, used = draw(checkpoint=str(drawing_run / "ckpt"), num=1, out=tmp_path / "y.png")
     assert used == prefix
 
 
@@ -54,7 +61,7 @@ def test_missing_checkpoint_says_train_first_and_writes_nothing(tmp_path, capsys
     assert "train first" in err and "python train_gan.py" in err
     assert not out.exists()
     with pytest.raises(FileNotFoundError, match="not found"):
-        predict_gan.predict(checkpoint=str(tmp_path / "gan.ckpt-9"), out=out)
+        draw(checkpoint=str(tmp_path / "gan.ckpt-9"), out=out)
     assert not out.exists()
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import gan_run
 import generate_face
 import predict_gan
-import train_gan
 
 
 def pixels(path):
@@ -24,12 +24,13 @@ def cell(grid, index, cols, size=64):
 @pytest.fixture(scope="module")
 def run(drawing_run):
     ckpt = drawing_run / "ckpt"
-    return ckpt, train_gan.latest_checkpoint(ckpt), train_gan.load_run_hparams(ckpt)
+    return ckpt, gan_run.latest_checkpoint(ckpt), gan_run.load_hparams(ckpt)
 
 
 def single_face(tmp_path, ckpt, seed):
     out = tmp_path / f"seed{seed}.png"
-    predict_gan.predict(ckpt, num=1, seed=seed, out=out)
+    assert predict_gan.main(["--ckpt_dir", str(ckpt), "--num", "1", "--seed", str(seed),
+                             "--out", str(out)]) == 0
     return pixels(out)
 
 
@@ -80,8 +81,9 @@ def test_save_z_and_arithmetic(tmp_path, run):
     assert row.shape == (64, 128, 3)
     assert np.abs(cell(row, 1, 2) - cell(grid, 5, 4)).max() <= 1
     # Three terms: their averages' faces, then the result.
-    _, result = predict_gan.arithmetic(train_gan.latest_checkpoint(ckpt), hparams,
-                                       "3,7 - 12,5 + 2", str(z_path), tmp_path / "sum.png")
+    with gan_run.Generator(ckpt) as generator:
+        _, result = predict_gan.arithmetic(generator, "3,7 - 12,5 + 2", str(z_path),
+                                           tmp_path / "sum.png")
     np.testing.assert_allclose(result, (z[3] + z[7]) / 2 - (z[12] + z[5]) / 2 + z[2],
                                atol=1e-6)
     assert pixels(tmp_path / "sum.png").shape == (64, 4 * 64, 3)
@@ -251,8 +253,8 @@ def test_exported_savedmodel_runs_without_the_repository(tmp_path, run):
     assert done.returncode == 0, done.stderr
     assert "('crop_h', 108)" in done.stdout and f"('z_dim', {hparams.z_dim})" in done.stdout
     exported = np.load(tmp_path / "out.npy")
-    np.testing.assert_allclose(exported, predict_gan.generate(z, checkpoint, hparams),
-                               atol=1e-5)
+    with gan_run.Generator(checkpoint=checkpoint) as generator:
+        np.testing.assert_allclose(exported, generator(z), atol=1e-5)
     # The folder is never overwritten.
     assert predict_gan.main(["--ckpt_dir", str(ckpt), "--export_savedmodel",
                              str(export)]) == 1

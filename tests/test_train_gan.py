@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import gan_run
 import train_gan
 from conftest import PROJECT, copy_run_with_hparams, run_flags
 
@@ -20,7 +21,7 @@ tf1 = tf.compat.v1
 
 def test_three_step_run_writes_checkpoint_summaries_and_grid(trained_run):
     ckpt = trained_run / "ckpt"
-    assert train_gan.latest_checkpoint(ckpt) == str(ckpt / "gan.ckpt-3")
+    assert gan_run.latest_checkpoint(ckpt) == str(ckpt / "gan.ckpt-3")
     assert (ckpt / "gan.ckpt-3.index").is_file()
     assert json.loads((ckpt / "hparams.json").read_text())["gf_dim"] == 8
     stored = dict(tf.train.list_variables(str(ckpt / "gan.ckpt-3")))
@@ -68,7 +69,7 @@ def test_resume_refuses_other_architecture(tmp_path, trained_run, demo_dir):
     expected = r"--z_dim 20 \(checkpoint has 16\), --gf_dim 16 \(checkpoint has 8\)"
     with pytest.raises(ValueError, match=expected):
         train_gan.train(*train_gan.parse_flags(flags), log=lambda *_: None)
-    assert train_gan.latest_checkpoint(trained_run / "ckpt").endswith("gan.ckpt-3")
+    assert gan_run.latest_checkpoint(trained_run / "ckpt").endswith("gan.ckpt-3")
 
 
 def test_checkpoint_with_wrong_hparams_file_is_named(tmp_path, trained_run, demo_dir):
@@ -113,7 +114,7 @@ def test_data_errors_are_clear(tmp_path, demo_dir, capsys):
     assert "no images in" in capsys.readouterr().err
     assert train_gan.main(run_flags(tmp_path, demo_dir, 1, "--batch_size", "64")) == 1
     assert "only 40 usable images" in capsys.readouterr().err
-    assert train_gan.latest_checkpoint(tmp_path / "ckpt") is None
+    assert gan_run.latest_checkpoint(tmp_path / "ckpt") is None
 
 
 def test_sigint_saves_a_checkpoint_that_resumes(tmp_path, demo_dir):
@@ -132,9 +133,9 @@ def test_sigint_saves_a_checkpoint_that_resumes(tmp_path, demo_dir):
     output = "".join(lines) + output
     assert process.returncode == 128 + signal.SIGINT, output
     assert "SIGINT received" in output and "run the same command again to resume" in output
-    checkpoint = train_gan.latest_checkpoint(tmp_path / "ckpt")
+    checkpoint = gan_run.latest_checkpoint(tmp_path / "ckpt")
     assert checkpoint is not None, output
-    step = train_gan.step_of(checkpoint)
+    step = gan_run.step_of(checkpoint)
     assert step >= 3
     reader = tf.train.load_checkpoint(checkpoint)
     assert reader.get_tensor("global_step") == step
@@ -161,7 +162,9 @@ def test_precision_may_change_on_resume_and_bf16_checkpoints_predict(tmp_path, d
     assert result.step == 3 and "  precision: bf16 -> fp32" in log
     # The change is remembered: a plain resume keeps fp32.
     assert json.loads((tmp_path / "ckpt" / "hparams.json").read_text())["precision"] == "fp32"
-    out, _ = predict_gan.predict(tmp_path / "ckpt", num=2, out=tmp_path / "face.png")
+    out = tmp_path / "face.png"
+    assert predict_gan.main(["--ckpt_dir", str(tmp_path / "ckpt"), "--num", "2",
+                             "--out", str(out)]) == 0
     assert Image.open(out).size == (128, 64)
 
 
@@ -184,11 +187,11 @@ def test_max_minutes_stops_cleanly_with_a_checkpoint_and_a_grid_and_resumes(
     log = []
     result = train_gan.train(*train_gan.parse_flags(flags), log=log.append)
     assert (result.step, result.out_of_time, result.stopped_by) == (1, True, None)
-    assert train_gan.step_of(result.checkpoint) == 1
+    assert gan_run.step_of(result.checkpoint) == 1
     assert (tmp_path / "samples" / "train_000001.png").is_file()
     assert "--max_minutes 0.0001 reached at step 1; run the same command again" in log[-1]
     assert train_gan.main(flags) == 0  # a clean finish, and the same command resumes
-    assert train_gan.step_of(train_gan.latest_checkpoint(tmp_path / "ckpt")) == 2
+    assert gan_run.step_of(gan_run.latest_checkpoint(tmp_path / "ckpt")) == 2
 
 
 def test_max_minutes_bounds_the_time_of_a_long_run(tmp_path, demo_dir):
@@ -198,7 +201,7 @@ def test_max_minutes_bounds_the_time_of_a_long_run(tmp_path, demo_dir):
     # 6 s of budget; the last step, the checkpoint and the grid come after it.
     assert result.out_of_time and 1 < result.step < 10 ** 6
     assert time.monotonic() - started < 6 + 30
-    assert train_gan.step_of(result.checkpoint) == result.step
+    assert gan_run.step_of(result.checkpoint) == result.step
 
 
 @pytest.fixture
@@ -244,12 +247,20 @@ def test_no_loadable_checkpoint_is_an_error_that_keeps_the_files(
     assert sorted(p.name for p in two_checkpoints.iterdir()) == before
 
 
-def test_predict_names_a_damaged_checkpoint(tmp_path, demo_dir, two_checkpoints, capsys):
+def test_predict_restores_as_training_does(tmp_path, demo_dir, two_checkpoints, capsys):
+    """One restore policy: from a folder, the newest checkpoint that loads, the
+    damaged one named; a checkpoint asked for by name is used or refused."""
     import predict_gan
     (data,) = two_checkpoints.glob("gan.ckpt-2.data-*")
     data.write_bytes(data.read_bytes()[:1000])
     out = tmp_path / "face.png"
-    assert predict_gan.main(["--ckpt_dir", str(two_checkpoints), "--out", str(out)]) == 1
+    assert predict_gan.main(["--ckpt_dir", str(two_checkpoints), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "skipping damaged checkpoint" in captured.err and "gan.ckpt-2" in captured.err
+    assert "gan.ckpt-1" in captured.out and out.is_file()
+    out.unlink()
+    assert predict_gan.main(["--checkpoint", str(two_checkpoints / "gan.ckpt-2"),
+                             "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "gan.ckpt-2 cannot be read" in err and "--checkpoint" in err
     assert not out.exists()
@@ -278,7 +289,7 @@ def test_unwritable_output_folder_fails_before_any_work(tmp_path, demo_dir, caps
     assert train_gan.main(run_flags(tmp_path, demo_dir, 3)) == 1
     err = capsys.readouterr().err
     assert "--samples_dir" in err and "is a file, not a folder" in err
-    assert train_gan.latest_checkpoint(tmp_path / "ckpt") is None
+    assert gan_run.latest_checkpoint(tmp_path / "ckpt") is None
 
 
 def test_a_sample_grid_that_cannot_be_written_does_not_stop_training(
@@ -308,7 +319,7 @@ def test_failed_checkpoint_write_names_the_folder_and_keeps_the_last_one(
                                                      "at step 2.*gan.ckpt-1.*is intact"):
         train_gan.train(*train_gan.parse_flags(flags), log=lambda *_: None)
     monkeypatch.undo()
-    assert train_gan.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-1")
+    assert gan_run.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-1")
     reader = tf.train.load_checkpoint(str(tmp_path / "ckpt" / "gan.ckpt-1"))
     assert reader.get_tensor("global_step") == 1
 
@@ -324,9 +335,11 @@ def test_g_steps_and_ema_in_a_real_run(tmp_path, demo_dir):
     assert tf.train.load_variable(checkpoint, "beta1_power_1") == pytest.approx(0.5 ** 41)
     # The training grid is drawn with the averaged weights, as predictions are.
     grid = np.asarray(Image.open(tmp_path / "samples" / "train_000020.png"), np.int32)
-    paths = {ema: predict_gan.predict(tmp_path / "ckpt", num=64, seed=0, use_ema=ema,
-                                      out=tmp_path / f"ema_{ema}.png")[0]
-             for ema in (True, False)}
+    paths = {}
+    for ema in (True, False):
+        paths[ema] = tmp_path / f"ema_{ema}.png"
+        assert predict_gan.main(["--ckpt_dir", str(tmp_path / "ckpt"), "--use_ema", str(ema),
+                                 "--out", str(paths[ema])]) == 0
     averaged, trained = (np.asarray(Image.open(paths[ema]), np.int32) for ema in (True, False))
     assert np.abs(averaged - grid).max() <= 1
     assert np.abs(trained - grid).max() > 1
@@ -352,7 +365,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(
     assert train_gan.main(flags) == 1
     err = capsys.readouterr().err
     assert "diverged at step 3" in err and "gan.ckpt-2" in err and "--nan_rollbacks" in err
-    assert train_gan.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-2")
+    assert gan_run.latest_checkpoint(tmp_path / "ckpt").endswith("gan.ckpt-2")
     reader = tf.train.load_checkpoint(str(tmp_path / "ckpt" / "gan.ckpt-2"))
     assert np.isfinite(reader.get_tensor("generator/deconv1/w")).all()
 
@@ -369,7 +382,7 @@ def test_nan_rollback_resumes_from_the_last_checkpoint_with_halved_rates(
     assert "diverged at step 3" in text
     assert "rollback 1 of 1: resuming from" in text and "gan.ckpt-2" in text
     assert "resuming from" in text and "(step 2)" in text
-    saved = train_gan.load_run_hparams(tmp_path / "ckpt")
+    saved = gan_run.load_hparams(tmp_path / "ckpt")
     assert (saved.learning_rate, saved.d_learning_rate) == (1e-4, 2e-4)
 
 
