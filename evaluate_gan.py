@@ -32,6 +32,7 @@ import scipy.ndimage
 from PIL import Image
 
 import generate_face
+from cli_flags import flag_bool
 
 # Sliced Wasserstein distance settings of Progressive GAN.
 PATCH_SIZE = 7            # neighbourhoods are PATCH_SIZE x PATCH_SIZE x 3
@@ -433,7 +434,7 @@ def build_parser():
                       help="a specific checkpoint prefix, e.g. ckpt/gan.ckpt-2000")
     fake.add_argument("--fake_dir", default=None,
                       help="a folder of generated images instead of a checkpoint")
-    fake.add_argument("--use_ema", type=generate_face.parse_bool, default=True,
+    fake.add_argument("--use_ema", type=flag_bool, default=True,
                       help="generate with the moving average of G's weights when the run "
                            "kept one (default: true)")
     parser.add_argument("--real_dir", required=True,
@@ -451,7 +452,7 @@ def build_parser():
                                      "(a checkpoint uses its run's)")
     crop.add_argument("--crop_h", type=int, default=None, help="default: 108")
     crop.add_argument("--crop_w", type=int, default=None, help="default: 108")
-    crop.add_argument("--is_crop", type=generate_face.parse_bool, default=None,
+    crop.add_argument("--is_crop", type=flag_bool, default=None,
                       help="default: true")
     return parser
 

@@ -12,6 +12,8 @@ import math
 
 import tensorflow as tf
 
+from cli_flags import flag_field
+
 tf1 = tf.compat.v1
 
 
@@ -20,11 +22,6 @@ tf1 = tf.compat.v1
 # (see hardware.resolve_precision).
 PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16}
 AUTO_PRECISION = "auto"
-
-
-def flag_field(default, help):
-    """A dataclass field whose help text becomes its flag's --help."""
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,9 @@ import numpy as np
 import scipy.ndimage
 import scipy.sparse
 import scipy.sparse.linalg
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
+
+from cli_flags import flag_bool
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -712,201 +714,6 @@ def poisson_blend(known, generated, mask):
     return out.reshape(height, width, channels)
 
 
-# --------------------------------------------------------------------------
-# Demo data: synthetic faces in CelebA's aligned format.
-# --------------------------------------------------------------------------
-
-# Palettes the painter draws from. Skin tones run from very light to very
-# dark; hair colours cover black, browns, blond, red and grey.
-SKIN_TONES = [(255, 224, 196), (241, 194, 160), (224, 172, 130), (198, 134, 96),
-              (161, 102, 70), (120, 75, 50), (88, 56, 38)]
-HAIR_COLOURS = [(20, 17, 15), (45, 30, 22), (85, 55, 35), (130, 90, 55),
-                (190, 150, 90), (225, 200, 140), (150, 60, 30), (160, 160, 160)]
-EYE_COLOURS = [(60, 40, 25), (95, 65, 35), (60, 100, 150), (70, 120, 80),
-               (40, 40, 40)]
-
-SUPERSAMPLE = 2  # faces are painted at twice the size, then shrunk: smooth edges
-
-
-def _jitter(colour, rng, amount):
-    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255))
-                 for c in colour)
-
-
-def _shade(colour, factor):
-    return tuple(int(np.clip(c * factor, 0, 255)) for c in colour)
-
-
-def _background(rng, width, height):
-    """A vertical two-colour gradient, like a studio or outdoor backdrop."""
-    # Mixed towards grey: photo backdrops are rarely fully saturated.
-    grey = rng.uniform(60, 200)
-    top = 0.55 * rng.integers(0, 256, 3) + 0.45 * grey
-    bottom = np.clip(top + rng.integers(-70, 71, 3), 0, 255)
-    t = np.linspace(0.0, 1.0, height)[:, None, None]
-    gradient = (1 - t) * top + t * bottom
-    pixels = np.broadcast_to(gradient, (height, width, 3)).astype(np.uint8)
-    return Image.fromarray(pixels).convert("RGBA")
-
-
-def _paint_person(rng, width, height):
-    """Paint hair, head, features and shoulders on a transparent layer.
-
-    Coordinates are in the CelebA aligned frame (178 x 218), scaled by
-    SUPERSAMPLE: the eyes sit near y 112, the face fills the centre crop.
-    """
-    s = SUPERSAMPLE
-    layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-
-    def box(cx, cy, rx, ry):
-        return [s * (cx - rx), s * (cy - ry), s * (cx + rx), s * (cy + ry)]
-
-    skin = _jitter(SKIN_TONES[rng.integers(len(SKIN_TONES))], rng, 12)
-    hair = _jitter(HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))], rng, 10)
-    clothes = tuple(int(c) for c in rng.integers(0, 256, 3))
-    cx = 89.0
-    face_cy = 122.0 + rng.uniform(-3, 3)
-    face_rx = rng.uniform(33, 42)
-    face_ry = rng.uniform(45, 54)
-    hair_style = rng.choice(["short", "long", "bob", "bald", "bangs"],
-                            p=[0.3, 0.3, 0.2, 0.05, 0.15])
-
-    # Shoulders and neck first: everything else overlaps them.
-    shoulder_y = face_cy + face_ry + 35
-    draw.ellipse(box(cx, shoulder_y + 40, rng.uniform(70, 90), 55), fill=clothes)
-    neck_w = face_rx * 0.55
-    draw.rectangle([s * (cx - neck_w), s * (face_cy + face_ry * 0.6),
-                    s * (cx + neck_w), s * (shoulder_y - 5)], fill=_shade(skin, 0.85))
-    if hair_style in ("long", "bob"):
-        depth = face_ry * (1.35 if hair_style == "long" else 0.75)
-        draw.rounded_rectangle(
-            [s * (cx - face_rx - 10), s * (face_cy - face_ry - 8),
-             s * (cx + face_rx + 10), s * (face_cy + depth)],
-            radius=s * 25, fill=hair)
-
-    # Ears, then the head.
-    for side in (-1, 1):
-        draw.ellipse(box(cx + side * face_rx * 0.97, face_cy - 2, 6, 10),
-                     fill=_shade(skin, 0.92))
-    draw.ellipse(box(cx, face_cy, face_rx, face_ry), fill=skin)
-
-    # Hair on top of the head.
-    brow_room = 14  # pixels kept free of hair above the eyes
-    if hair_style != "bald":
-        top = face_cy - face_ry
-        cap_depth = rng.uniform(14, 26)
-        draw.chord(box(cx, top + cap_depth, face_rx + 4, cap_depth + 8),
-                   180, 360, fill=hair)
-        if hair_style == "bangs":
-            # A fringe that stops above the brows.
-            fringe_depth = max(3.0, (face_ry * 0.8 - brow_room - cap_depth) / 2)
-            draw.chord(box(cx, top + cap_depth + 4, face_rx * 0.85, fringe_depth),
-                       0, 180, fill=hair)
-
-    # Eyes and brows, placed symmetrically around the face's centre line.
-    eye_y = face_cy - face_ry * 0.2
-    eye_dx = face_rx * rng.uniform(0.42, 0.5)
-    eye_rx, eye_ry = rng.uniform(6, 8.5), rng.uniform(3, 4.5)
-    iris = _jitter(EYE_COLOURS[rng.integers(len(EYE_COLOURS))], rng, 10)
-    gaze = rng.uniform(-1.5, 1.5)
-    brow_lift = rng.uniform(7, 11)
-    brow_colour = _shade(hair, 0.8) if hair_style != "bald" else _shade(skin, 0.5)
-    for side in (-1, 1):
-        ex = cx + side * eye_dx
-        draw.ellipse(box(ex, eye_y, eye_rx, eye_ry), fill=(245, 245, 240))
-        draw.ellipse(box(ex + gaze, eye_y, eye_ry * 0.9, eye_ry * 0.9), fill=iris)
-        draw.ellipse(box(ex + gaze, eye_y, eye_ry * 0.4, eye_ry * 0.4), fill=(10, 10, 10))
-        draw.line([s * (ex - eye_rx), s * (eye_y - brow_lift),
-                   s * (ex + eye_rx), s * (eye_y - brow_lift - 1.5)],
-                  fill=brow_colour, width=int(s * rng.uniform(2, 3.5)))
-    if rng.random() < 0.12:  # glasses
-        frame = tuple(int(c) for c in rng.integers(0, 80, 3))
-        for side in (-1, 1):
-            draw.ellipse(box(cx + side * eye_dx, eye_y, eye_rx + 4, eye_ry + 5),
-                         outline=frame, width=2 * s)
-        draw.line([s * (cx - eye_dx + eye_rx + 4), s * eye_y,
-                   s * (cx + eye_dx - eye_rx - 4), s * eye_y], fill=frame, width=2 * s)
-
-    # Nose: a shadowed ridge and nostrils.
-    nose_y = face_cy + face_ry * 0.15
-    nose_colour = _shade(skin, 0.78)
-    draw.line([s * (cx + 1), s * (eye_y + 4), s * (cx + 3), s * nose_y],
-              fill=nose_colour, width=s * 2)
-    for side in (-1, 1):
-        draw.ellipse(box(cx + side * 4, nose_y + 1, 2.2, 1.5), fill=_shade(skin, 0.6))
-
-    # Mouth: a smile, a neutral line or an open mouth.
-    mouth_y = face_cy + face_ry * rng.uniform(0.42, 0.5)
-    mouth_w = face_rx * rng.uniform(0.35, 0.5)
-    lips = _shade(_jitter((180, 80, 80), rng, 20), rng.uniform(0.8, 1.05))
-    expression = rng.choice(["smile", "neutral", "open"], p=[0.5, 0.3, 0.2])
-    if expression == "smile":
-        draw.chord(box(cx, mouth_y - 3, mouth_w, 7), 0, 180, fill=lips)
-        draw.chord(box(cx, mouth_y - 3, mouth_w * 0.8, 4), 0, 180, fill=(250, 250, 245))
-    elif expression == "open":
-        draw.ellipse(box(cx, mouth_y, mouth_w * 0.6, 5), fill=lips)
-        draw.ellipse(box(cx, mouth_y, mouth_w * 0.4, 3), fill=(60, 20, 20))
-    else:
-        draw.line([s * (cx - mouth_w), s * mouth_y, s * (cx + mouth_w), s * mouth_y],
-                  fill=lips, width=int(s * 2.5))
-    return layer
-
-
-def draw_demo_face(rng):
-    """One synthetic face photo in CelebA's aligned format.
-
-    Args:
-      rng: numpy Generator; the same generator state gives the same face.
-
-    Returns:
-      a PIL RGB image, 178 wide x 218 high.
-    """
-    s = SUPERSAMPLE
-    width, height = CELEBA_WIDTH * s, CELEBA_HEIGHT * s
-    canvas = _background(rng, width, height)
-    person = _paint_person(rng, width, height)
-    # Pose jitter: a small rotation, scale and shift about the face centre.
-    angle = np.deg2rad(rng.uniform(-7, 7))
-    scale = rng.uniform(0.92, 1.08)
-    shift_x, shift_y = rng.uniform(-4, 4, 2) * s
-    cx, cy = width / 2, 122 * s
-    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-    # Image.transform maps output to input pixels: the inverse transform.
-    matrix = (cos, sin, cx - cos * (cx + shift_x) - sin * (cy + shift_y),
-              -sin, cos, cy + sin * (cx + shift_x) - cos * (cy + shift_y))
-    person = person.transform(canvas.size, Image.Transform.AFFINE, matrix,
-                              resample=Image.Resampling.BILINEAR)
-    canvas.alpha_composite(person)
-    face = canvas.convert("RGB").resize((CELEBA_WIDTH, CELEBA_HEIGHT),
-                                        Image.Resampling.LANCZOS)
-    # A little blur and sensor noise so the pictures are not flat cartoons.
-    face = face.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
-    noisy = np.asarray(face, np.float32) + rng.normal(0, 3, (CELEBA_HEIGHT, CELEBA_WIDTH, 3))
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-
-
-def make_demo_data(out_dir, num=2000, seed=0, log=print):
-    """Write `num` synthetic faces as JPEGs (000000.jpg, ...) into `out_dir`.
-
-    Face i depends only on (seed, i), so the set is the same on every
-    machine, and a partly written folder is completed rather than redone.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    for i in range(num):
-        path = out_dir / f"{i:06d}.jpg"
-        if path.exists():
-            continue
-        face = draw_demo_face(np.random.default_rng([seed, i]))
-        atomic_save_image(np.asarray(face), path, quality=92)
-        if (i + 1) % 500 == 0:
-            log(f"  drew {i + 1}/{num} faces ({time.monotonic() - started:.0f}s)")
-    log(f"demo data: {num} faces in {out_dir}")
-    return out_dir
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -928,7 +735,7 @@ def main(argv=None):
                         help="folder of face images for --preview")
     parser.add_argument("--crop_h", type=int, default=108, help="centre-crop height")
     parser.add_argument("--crop_w", type=int, default=108, help="centre-crop width")
-    parser.add_argument("--is_crop", type=parse_bool, default=True,
+    parser.add_argument("--is_crop", type=flag_bool, default=True,
                         help="centre-crop before resizing (true/false)")
     parser.add_argument("--resize_h", type=int, default=64, help="output height")
     parser.add_argument("--resize_w", type=int, default=64, help="output width")
@@ -938,7 +745,8 @@ def main(argv=None):
     if args.num < 1:
         parser.error(f"--num must be at least 1, got {args.num}")
     if args.make_demo_data:
-        make_demo_data(args.make_demo_data, args.num, args.seed)
+        import demo_faces  # the painter has a file of its own; this flag is a shortcut to it
+        demo_faces.make_demo_data(args.make_demo_data, args.num, args.seed)
         return 0
     prep = Preprocessing(args.crop_h, args.crop_w, args.resize_h, args.resize_w, args.is_crop)
     try:
@@ -957,16 +765,6 @@ def main(argv=None):
     save_grid(to_unit_range(images), args.preview)
     print(f"wrote {args.preview}: {len(kept)} preprocessed faces from {args.data_root}")
     return 0
-
-
-def parse_bool(text):
-    """argparse type for true/false flags (true, false, 1, 0, yes, no)."""
-    value = str(text).strip().lower()
-    if value in ("1", "true", "yes", "y", "on"):
-        return True
-    if value in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 if __name__ == "__main__":

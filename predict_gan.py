@@ -27,6 +27,7 @@ import tensorflow as tf
 
 import gan_run
 import generate_face
+from cli_flags import flag_bool
 from gan_model import ganModel
 
 tf1 = tf.compat.v1
@@ -381,7 +382,7 @@ def build_parser():
     parser.add_argument("--truncation", type=float, default=1.0,
                         help="draw z in [-t, t) instead of [-1, 1): below 1, more typical "
                              "and less varied faces (default: 1)")
-    parser.add_argument("--use_ema", type=generate_face.parse_bool, default=True,
+    parser.add_argument("--use_ema", type=flag_bool, default=True,
                         help="use the moving average of G's weights when the run kept one "
                              "(default: true)")
     modes = parser.add_mutually_exclusive_group()

@@ -25,7 +25,8 @@ from tensorboard.plugins.hparams import api as hp_api
 
 import gan_run
 import generate_face
-from gan_model import HParams, flag_field, ganModel, image_grid, images_from_uint8
+from cli_flags import add_flags, flag_field
+from gan_model import HParams, ganModel, image_grid, images_from_uint8
 
 tf1 = tf.compat.v1
 
@@ -88,11 +89,7 @@ def build_parser():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS)
     for title, cls in (("run", RunConfig), ("hyperparameters", HParams)):
-        group = parser.add_argument_group(title)
-        for field in dataclasses.fields(cls):
-            kind = generate_face.parse_bool if field.type is bool else field.type
-            group.add_argument(f"--{field.name}", type=kind, metavar=field.type.__name__.upper(),
-                               help=f"{field.metadata['help']} (default: {field.default})")
+        add_flags(parser.add_argument_group(title), cls, suppress_defaults=True)
     return parser
 
 

@@ -27,6 +27,7 @@ sys.path.insert(0, str(PROJECT))
 import hardware  # noqa: E402  (before TensorFlow: it sets the oneDNN default)
 import tensorflow as tf  # noqa: E402
 
+import demo_faces  # noqa: E402
 import generate_face  # noqa: E402
 import train_gan  # noqa: E402
 from gan_model import HParams  # noqa: E402
@@ -118,7 +119,7 @@ def main(argv=None):
         else:
             print(f"real faces not found at {REAL_FACES}: measuring the demo data only")
         demo = Path(scratch) / "demo"
-        generate_face.make_demo_data(demo, args.demo_faces, log=quiet)
+        demo_faces.make_demo_data(demo, args.demo_faces, log=quiet)
         sets.append(("demo faces", demo))
 
         print(f"{os.cpu_count()} cores; TensorFlow {tf.__version__}; "

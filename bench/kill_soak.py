@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import gan_run  # noqa: E402
-import generate_face  # noqa: E402
+import demo_faces  # noqa: E402
 
 STEP_LINE = re.compile(r"^step (\d+)/")
 RESUME_LINE = re.compile(r"^resuming from .* \(step (\d+)\)")
@@ -97,7 +97,7 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        data = generate_face.make_demo_data(scratch / "faces", 64, log=lambda *_: None)
+        data = demo_faces.make_demo_data(scratch / "faces", 64, log=lambda *_: None)
         reference = scratch / "reference"
         subprocess.run(train_command(data, reference, args.max_steps, args.ckpt_every),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

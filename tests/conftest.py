@@ -13,7 +13,7 @@ sys.path.insert(0, str(PROJECT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import hardware  # noqa: E402, F401  (before TensorFlow, as in the scripts)
-import generate_face  # noqa: E402
+import demo_faces  # noqa: E402
 import train_gan  # noqa: E402
 
 # Real CelebA faces shared beside the project; never copied into it.
@@ -42,7 +42,7 @@ def copy_run_with_hparams(run_root, destination, **changes):
 def demo_dir(tmp_path_factory):
     """40 synthetic faces in CelebA's format."""
     folder = tmp_path_factory.mktemp("demo_faces")
-    generate_face.make_demo_data(folder, num=40, seed=3, log=lambda *_: None)
+    demo_faces.make_demo_data(folder, num=40, seed=3, log=lambda *_: None)
     return folder
 
 

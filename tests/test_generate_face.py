@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import demo_faces
 import generate_face as gf
 from conftest import real_faces_or_skip
 
@@ -113,7 +114,7 @@ def test_demo_faces_are_celeba_format_deterministic_and_varied(tmp_path, demo_di
     files = gf.list_image_files(demo_dir)
     with Image.open(files[0]) as first:
         assert (first.format, first.mode, first.size) == ("JPEG", "RGB", (178, 218))
-    gf.make_demo_data(tmp_path, num=2, seed=3, log=lambda *_: None)
+    demo_faces.make_demo_data(tmp_path, num=2, seed=3, log=lambda *_: None)
     again = gf.list_image_files(tmp_path)
     assert [open(p, "rb").read() for p in again] == [open(p, "rb").read() for p in files[:2]]
     images, _, skipped = gf.load_faces(files, log=lambda *_: None)
@@ -125,7 +126,7 @@ def test_demo_faces_are_celeba_format_deterministic_and_varied(tmp_path, demo_di
 
 def test_demo_painter_survives_many_seeds():
     for seed in range(200):
-        face = gf.draw_demo_face(np.random.default_rng([11, seed]))
+        face = demo_faces.draw_demo_face(np.random.default_rng([11, seed]))
         assert face.size == (178, 218)
 
 
