@@ -51,12 +51,6 @@ COLLAPSE_RATIO = generate_face.COLLAPSE_RATIO
 INCEPTION_INPUT = "ExpandDims:0"  # float [N, H, W, 3], pixels in [0, 255]
 INCEPTION_FEATURES = "pool_3:0"   # [N, 1, 1, 2048]
 
-# Random streams of the evaluation (see generate_face.run_rng).
-STREAM_PICK_REAL = 10
-STREAM_PATCHES = 11
-STREAM_DIRECTIONS = 12
-STREAM_FAKE_Z = 13
-
 
 # ---------------------------------------------------------------------------
 # Sliced Wasserstein distance
@@ -113,7 +107,7 @@ def patch_descriptors(images, seed, chunk=256):
     """
     n, height, width, _ = images.shape
     resolutions = pyramid_resolutions(height, width)
-    rng = generate_face.run_rng(seed, STREAM_PATCHES)
+    rng = generate_face.run_rng(seed, generate_face.STREAM_PATCHES)
     out = {r: np.empty((n * PATCHES_PER_IMAGE, PATCH_SIZE, PATCH_SIZE, 3), np.float32)
            for r in resolutions}
     for start in range(0, n, chunk):
@@ -173,7 +167,7 @@ class NormalisedDescriptors:
 
 def random_directions(seed, dimensions):
     """DIRECTION_REPEATS arrays of DIRECTIONS_PER_REPEAT random unit vectors."""
-    rng = generate_face.run_rng(seed, STREAM_DIRECTIONS)
+    rng = generate_face.run_rng(seed, generate_face.STREAM_DIRECTIONS)
     rounds = []
     for _ in range(DIRECTION_REPEATS):
         directions = rng.standard_normal((dimensions, DIRECTIONS_PER_REPEAT))
@@ -311,7 +305,8 @@ def load_real(folder, prep, num, seed, log):
       uint8 [R, H, W, 3].
     """
     paths = generate_face.list_image_files(folder)
-    order = generate_face.run_rng(seed, STREAM_PICK_REAL).permutation(len(paths))
+    rng = generate_face.run_rng(seed, generate_face.STREAM_PICK_REAL)
+    order = rng.permutation(len(paths))
     picked = [paths[i] for i in order[:2 * num]]
     log(f"real faces: {len(picked)} of the {len(paths)} in "
         f"{generate_face.printable(folder)}")
@@ -349,7 +344,7 @@ def load_generated(folder, num, log):
 
 def generate_faces(generator, num, seed):
     """`num` faces from a gan_run.Generator: uint8 [num, H, W, 3]."""
-    rng = generate_face.run_rng(seed, STREAM_FAKE_Z)
+    rng = generate_face.run_rng(seed, generate_face.STREAM_FAKE_Z)
     z = generate_face.sample_z(rng, num, generator.hparams.z_dim)
     return generate_face.to_uint8(generator(z))
 

@@ -19,7 +19,6 @@ The restore policy, the same for training, prediction and evaluation:
 """
 
 import json
-import os
 from pathlib import Path
 
 import hardware  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
@@ -36,14 +35,6 @@ HPARAMS_FILE = "hparams.json"
 # Variable scopes a checkpoint provides to a generator: both networks and
 # G's moving averages (Adam's slots and the step are training's own).
 NETWORK_SCOPES = ("generator/", "generator_ema/", "discriminator/")
-
-
-def atomic_write_text(path, text):
-    """Write a text file under a temporary name, then rename it into place."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 # ---------------------------------------------------------------------------
@@ -83,8 +74,8 @@ def load_hparams(ckpt_dir):
 
 def save_hparams(ckpt_dir, hparams):
     """Write the run's hparams.json atomically."""
-    atomic_write_text(Path(ckpt_dir) / HPARAMS_FILE,
-                      json.dumps(hparams.to_dict(), indent=2) + "\n")
+    with generate_face.atomic_path(Path(ckpt_dir) / HPARAMS_FILE) as temporary:
+        temporary.write_text(json.dumps(hparams.to_dict(), indent=2) + "\n")
 
 
 def preprocessing(hparams):
@@ -166,7 +157,10 @@ def restore(sess, saver, variables, ckpt_dir="ckpt", checkpoint=None, log=print)
     for candidate in candidates:
         try:
             check_checkpoint_fits(candidate, variables)
-            saver.restore(sess, candidate)
+            # In the Session's graph: outside it, with eager execution on (as
+            # in the scripts), the Saver would try to restore eagerly and fail.
+            with sess.graph.as_default():
+                saver.restore(sess, candidate)
             return candidate
         except (DamagedCheckpoint, tf.errors.OpError) as error:
             reason = str(getattr(error, "message", error)).splitlines()[0]

@@ -14,21 +14,20 @@ testable) without building a graph.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-import scipy.ndimage
-import scipy.sparse
-import scipy.sparse.linalg
 from PIL import Image
 
 from cli_flags import flag_bool
@@ -49,6 +48,12 @@ STREAM_SAMPLE_Z = 2
 STREAM_FLIP = 3
 STREAM_MASK = 4
 STREAM_WATCHDOG = 5
+# evaluate_gan.py's streams: which real faces, which neighbourhoods, which
+# projection directions, and the z of the generated faces it scores.
+STREAM_PICK_REAL = 10
+STREAM_PATCHES = 11
+STREAM_DIRECTIONS = 12
+STREAM_FAKE_Z = 13
 
 # CelebA's img_align_celeba format, which the demo data imitates.
 CELEBA_WIDTH = 178
@@ -364,17 +369,16 @@ class FaceCache:
         """Decode `files` into the cache (see the class docstring); then `load`."""
         self.array_path.parent.mkdir(parents=True, exist_ok=True)
         self.manifest_path.unlink(missing_ok=True)
-        for leftover in self.array_path.parent.glob(self.array_path.name + ".partial*"):
+        for leftover in leftovers_of(self.array_path) + leftovers_of(self.manifest_path):
             leftover.unlink(missing_ok=True)  # from a build that was killed
-        partial = Path(f"{self.array_path}.partial{os.getpid()}")
         fingerprint = self._fingerprint(files)
         started = time.monotonic()
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
-                                        shape=(len(files), prep.resize_h, prep.resize_w, 3))
-        kept, skipped = decode_into(files, prep, out, workers, log)
-        out.flush()
-        del out
-        os.replace(partial, self.array_path)
+        with atomic_path(self.array_path) as partial:
+            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
+                                            shape=(len(files), prep.resize_h, prep.resize_w, 3))
+            kept, skipped = decode_into(files, prep, out, workers, log)
+            out.flush()
+            del out
         manifest = {
             "format": CACHE_FORMAT,
             "source": str(self.root),
@@ -383,9 +387,8 @@ class FaceCache:
             "skipped": [[os.path.relpath(path, self.root), reason] for path, reason in skipped],
             "files": fingerprint,
         }
-        partial_manifest = Path(f"{self.manifest_path}.partial{os.getpid()}")
-        partial_manifest.write_text(json.dumps(manifest))
-        os.replace(partial_manifest, self.manifest_path)
+        with atomic_path(self.manifest_path) as partial:
+            partial.write_text(json.dumps(manifest))
         elapsed = time.monotonic() - started
         log(f"cached {len(kept)} images in {elapsed:.1f}s "
             f"({len(files) / max(elapsed, 1e-9):.0f} images/s) at {printable(self.array_path)}")
@@ -564,6 +567,33 @@ def image_grid(images, cols=None):
     return grid
 
 
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary name beside `path` that becomes `path` when the block succeeds.
+
+    Every file (or folder) the project writes goes through here, so an
+    interrupted write never leaves a half-written file under its real name,
+    and a failed one leaves nothing behind.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield temporary
+    except BaseException:
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        else:
+            temporary.unlink(missing_ok=True)
+        raise
+    os.replace(temporary, path)
+
+
+def leftovers_of(path):
+    """Temporary files of `atomic_path(path)` left by killed processes."""
+    path = Path(path)
+    return list(path.parent.glob(f".{path.name}.tmp*"))
+
+
 def atomic_save_image(pixels, path, **save_options):
     """Write a uint8 array (or a list of them: an animation) as an image file.
 
@@ -574,7 +604,6 @@ def atomic_save_image(pixels, path, **save_options):
     path = Path(path)
     if path.parent != Path(""):
         path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
     frames = [Image.fromarray(frame) for frame in (
         pixels if isinstance(pixels, (list, tuple)) else [pixels])]
     if len(frames) > 1:
@@ -584,134 +613,14 @@ def atomic_save_image(pixels, path, **save_options):
     except KeyError:
         raise ValueError(f"{path}: unknown picture type {path.suffix!r}; use .png, .jpg "
                          f"or .gif") from None
-    frames[0].save(temporary, format=image_format, **save_options)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        frames[0].save(temporary, format=image_format, **save_options)
     return path
 
 
 def save_grid(images, path, cols=None):
     """Save images [N, H, W, 3] in [-1, 1] as one grid PNG (see `image_grid`)."""
     return atomic_save_image(image_grid(images, cols), path)
-
-
-# --------------------------------------------------------------------------
-# Completion masks and blending (predict_gan.py --complete).
-# A mask is float32 [H, W]: 1 where the pixel is known, 0 in the hole.
-# --------------------------------------------------------------------------
-
-MASK_KINDS = ("center", "left", "right", "top", "bottom", "random")
-RANDOM_MASK_HOLE = 0.8  # share of pixels missing in a random mask
-CONTEXT_WINDOW = 7      # neighbourhood of the contextual-loss weights
-
-
-def make_mask(kind, height, width, seed=0):
-    """A mask of one of MASK_KINDS.
-
-    center: the middle half of each side is missing (a quarter of the area);
-    left/right/top/bottom: that half of the picture is missing; random:
-    RANDOM_MASK_HOLE of the pixels, chosen with `seed`, are missing.
-    """
-    mask = np.ones((height, width), np.float32)
-    if kind == "center":
-        mask[height // 4:height - height // 4, width // 4:width - width // 4] = 0
-    elif kind == "left":
-        mask[:, :width // 2] = 0
-    elif kind == "right":
-        mask[:, width // 2:] = 0
-    elif kind == "top":
-        mask[:height // 2] = 0
-    elif kind == "bottom":
-        mask[height // 2:] = 0
-    elif kind == "random":
-        rng = run_rng(seed, STREAM_MASK)
-        mask[rng.random((height, width)) < RANDOM_MASK_HOLE] = 0
-    else:
-        raise ValueError(f"unknown mask {kind!r}: use one of {', '.join(MASK_KINDS)} "
-                         f"or a PNG file")
-    return mask
-
-
-def load_mask(path, height, width):
-    """A mask drawn as a picture: white (>= 128) is known, black is the hole.
-
-    Raises:
-      ValueError: the file is missing or unreadable, not height x width, or
-        has no hole, or no known pixel.
-    """
-    try:
-        with Image.open(path) as image:
-            grey = np.asarray(image.convert("L"))
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ValueError(f"cannot read mask {printable(path)}: {error}") from error
-    if grey.shape != (height, width):
-        raise ValueError(f"mask {printable(path)} is {grey.shape[1]}x{grey.shape[0]}; it must "
-                         f"be {width}x{height}, the size the model draws")
-    return check_mask((grey >= 128).astype(np.float32), printable(path))
-
-
-def check_mask(mask, name):
-    """Return the mask if it has a hole and known pixels, else raise ValueError."""
-    if mask.min() > 0:
-        raise ValueError(f"mask {name} has no hole (no black pixel): nothing to complete")
-    if mask.max() == 0:
-        raise ValueError(f"mask {name} hides every pixel: nothing to complete from")
-    return mask
-
-
-def context_weights(mask, window=CONTEXT_WINDOW):
-    """Weights of the contextual loss (Yeh et al. 2017): float32 [H, W].
-
-    A known pixel counts by the share of hole pixels in the window around
-    it, so the pixels bordering the hole, which the fill must continue,
-    matter most; pixels far from the hole and the hole itself count 0.
-    """
-    hole_share = scipy.ndimage.uniform_filter(1.0 - mask, size=window, mode="constant")
-    return (mask * hole_share).astype(np.float32)
-
-
-def poisson_blend(known, generated, mask):
-    """Fill the hole so that its gradients are the generated ones.
-
-    Solves the discrete Poisson equation inside the hole (Perez et al. 2003):
-    the result's Laplacian there equals the generated image's, and on the
-    hole's border it meets the known pixels, so the seam disappears. Known
-    pixels are returned unchanged.
-
-    Args:
-      known, generated: float [H, W, C] in [-1, 1].
-      mask: [H, W], 1 known and 0 hole.
-
-    Returns:
-      float32 [H, W, C] in [-1, 1].
-    """
-    height, width, channels = known.shape
-    hole = np.flatnonzero(mask.ravel() == 0)
-    index = -np.ones(height * width, np.int64)
-    index[hole] = np.arange(len(hole))
-    rows, cols, values = [], [], []
-    rhs = np.zeros((len(hole), channels))
-    flat_known = known.reshape(-1, channels)
-    flat_generated = generated.reshape(-1, channels)
-    for k, pixel in enumerate(hole):
-        y, x = divmod(pixel, width)
-        neighbours = [(y + dy) * width + (x + dx) for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))
-                      if 0 <= y + dy < height and 0 <= x + dx < width]
-        rows.append(k)
-        cols.append(k)
-        values.append(len(neighbours))
-        for neighbour in neighbours:
-            rhs[k] += flat_generated[pixel] - flat_generated[neighbour]
-            if index[neighbour] >= 0:
-                rows.append(k)
-                cols.append(index[neighbour])
-                values.append(-1.0)
-            else:
-                rhs[k] += flat_known[neighbour]
-    system = scipy.sparse.csc_matrix((values, (rows, cols)), shape=(len(hole), len(hole)))
-    solved = scipy.sparse.linalg.splu(system).solve(rhs)
-    out = flat_known.astype(np.float32).copy()
-    out[hole] = np.clip(solved, -1.0, 1.0)
-    return out.reshape(height, width, channels)
 
 
 def main(argv=None):

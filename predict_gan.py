@@ -14,9 +14,7 @@ and the networks run in inference mode (batch-norm moving averages).
 
 import argparse
 import json
-import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ import hardware  # first: it picks TensorFlow's CPU kernels before TensorFlow lo
 import numpy as np
 import tensorflow as tf
 
+import complete_face
 import gan_run
 import generate_face
 from cli_flags import flag_bool
@@ -62,11 +61,8 @@ def predict(generator, num=64, seed=0, out="face.png", truncation=1.0, save_z=No
 
 def save_z_file(z, path):
     """Write z [N, z_dim] as .npy, atomically."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(temporary, "wb") as handle:
+    with generate_face.atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.save(handle, z.astype(np.float32))
-    os.replace(temporary, path)
 
 
 def load_z_file(path, z_dim):
@@ -201,111 +197,6 @@ def arithmetic(generator, expression, z_file, out):
 
 
 # ---------------------------------------------------------------------------
-# Completion
-# ---------------------------------------------------------------------------
-
-def build_mask(spec, height, width, seed=0):
-    """--mask: a kind from generate_face.MASK_KINDS, or a PNG file."""
-    if spec in generate_face.MASK_KINDS:
-        return generate_face.check_mask(generate_face.make_mask(spec, height, width, seed),
-                                        spec)
-    if not Path(spec).is_file():
-        raise ValueError(f"--mask {spec} is neither a file nor one of "
-                         f"{', '.join(generate_face.MASK_KINDS)}")
-    return generate_face.load_mask(spec, height, width)
-
-
-def load_images_to_complete(paths, hparams):
-    """Each file (or each image of a folder) through the training preprocessing.
-
-    Returns:
-      float32 [N, H, W, 3] in [-1, 1].
-    """
-    prep = gan_run.preprocessing(hparams)
-    files = []
-    for path in paths:
-        if Path(path).is_dir():
-            files.extend(generate_face.list_image_files(path))
-        elif Path(path).is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"--complete: {path} not found")
-    faces = []
-    for path in files:
-        try:
-            faces.append(generate_face.load_face(path, prep))
-        except generate_face.BadImageError as error:
-            raise ValueError(f"--complete: {generate_face.printable(path)}: {error}; "
-                             f"leave it out") from error
-    return generate_face.to_unit_range(np.stack(faces))
-
-
-def complete(checkpoint, hparams, known, mask, iterations=300, z_lr=0.01,
-             perceptual_weight=0.1, blend="poisson", seed=0, use_ema=True, log=print):
-    """Fill the hole of each image with the generator (Yeh et al. 2017).
-
-    z starts random and is fitted with Adam to minimise the contextual loss
-    plus perceptual_weight x the perceptual loss, clipped to z's range
-    [-1, 1] after every step; the fill is then pasted into the hole, with
-    Poisson blending at the seam (blend="poisson") or as it is ("none").
-
-    Args:
-      known: float32 [N, H, W, 3] in [-1, 1].
-      mask: float32 [H, W], 1 known, 0 hole.
-
-    Returns:
-      dict of float32 [N, H, W, 3] arrays "masked", "generated", "blended",
-      and "contextual_loss", the mean contextual loss before the first and
-      after every later iteration ([iterations + 1]).
-    """
-    if iterations < 1:
-        raise ValueError(f"--iterations must be at least 1, got {iterations}")
-    if blend not in ("poisson", "none"):
-        raise ValueError(f"--blend must be poisson or none, got {blend!r}")
-    count = len(known)
-    weights = generate_face.context_weights(mask)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf1.set_random_seed(seed)
-        start = generate_face.sample_grid_z(seed, count, hparams.z_dim)
-        z = tf1.get_variable("completion/z", initializer=start)
-        model = ganModel(hparams)
-        generated, contextual, perceptual = model.completion_losses(
-            z, tf.constant(known), tf.constant(weights[None]),
-            use_ema=use_ema and hparams.uses_ema)
-        loss = tf.reduce_sum(contextual + perceptual_weight * perceptual)
-        fit = tf1.train.AdamOptimizer(z_lr, beta1=0.9, name="z_adam").minimize(
-            loss, var_list=[z])
-        with tf.control_dependencies([fit]):
-            step = z.assign(tf.clip_by_value(z, -1.0, 1.0))
-        mean_contextual = tf.reduce_mean(contextual)
-        restorer = gan_run.NetworkRestorer(graph)
-        init_own = tf1.variables_initializer(  # z and its Adam state
-            [v for v in tf1.global_variables() if v not in restorer.variables])
-    graph.finalize()
-    with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
-        restorer.restore(sess, checkpoint=checkpoint, log=log)
-        sess.run(init_own)
-        history = []  # each step's loss is that of the z it starts from
-        started = time.monotonic()
-        for i in range(1, iterations + 1):
-            history.append(sess.run([step, mean_contextual])[1])
-            if i % 100 == 0 or i == iterations:
-                log(f"iteration {i}/{iterations}  contextual loss {history[-1]:.3f}  "
-                    f"({time.monotonic() - started:.0f}s)")
-        filled, final_loss = sess.run([generated, mean_contextual])
-        history.append(final_loss)
-    hole = (mask == 0)[..., None]
-    if blend == "poisson":
-        blended = np.stack([generate_face.poisson_blend(k, f, mask)
-                            for k, f in zip(known, filled)])
-    else:
-        blended = np.where(hole, filled, known)
-    return {"masked": np.where(hole, 0.0, known).astype(np.float32), "generated": filled,
-            "blended": blended.astype(np.float32), "contextual_loss": np.array(history)}
-
-
-# ---------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------
 
@@ -349,19 +240,17 @@ def export_savedmodel(checkpoint, hparams, out_dir, use_ema=True):
                 method_name=predict_method),
         }
         restorer = gan_run.NetworkRestorer(graph)
-    temporary = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
+    with tf1.Session(graph=graph, config=hardware.session_config()) as sess, \
+            generate_face.atomic_path(out_dir) as temporary:
         checkpoint = restorer.restore(sess, checkpoint=checkpoint)
         builder = tf1.saved_model.Builder(str(temporary))
         builder.add_meta_graph_and_variables(sess, [tf1.saved_model.SERVING],
                                              signature_def_map=signatures)
         builder.save()
-    extra = temporary / "assets.extra"
-    extra.mkdir(exist_ok=True)
-    (extra / "hparams.json").write_text(json.dumps(
-        {**hparams.to_dict(), "checkpoint": str(checkpoint)}, indent=2) + "\n")
-    os.replace(temporary, out_dir)
+        extra = temporary / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        (extra / "hparams.json").write_text(json.dumps(
+            {**hparams.to_dict(), "checkpoint": str(checkpoint)}, indent=2) + "\n")
     return out_dir
 
 
@@ -407,7 +296,7 @@ def build_parser():
                       help="z vectors from --save_z; numbers then name its cells")
     fill = parser.add_argument_group("--complete")
     fill.add_argument("--mask", default="center",
-                      help=f"{', '.join(generate_face.MASK_KINDS)}, or a PNG of the model's "
+                      help=f"{', '.join(complete_face.MASK_KINDS)}, or a PNG of the model's "
                            f"size, white = keep, black = fill (default: center)")
     fill.add_argument("--iterations", type=int, default=300,
                       help="Adam steps on z (default: 300)")
@@ -478,10 +367,10 @@ def run(args):
     checkpoint = args.checkpoint or args.ckpt_dir
     hparams = gan_run.run_hparams(args.ckpt_dir, args.checkpoint)
     if args.complete is not None:
-        known = load_images_to_complete(args.complete, hparams)
-        mask = build_mask(args.mask, hparams.output_h, hparams.output_w, args.seed)
+        known = complete_face.load_images_to_complete(args.complete, hparams)
+        mask = complete_face.build_mask(args.mask, hparams.output_h, hparams.output_w, args.seed)
         started = time.monotonic()
-        result = complete(checkpoint, hparams, known, mask, args.iterations, args.z_lr,
+        result = complete_face.complete(checkpoint, hparams, known, mask, args.iterations, args.z_lr,
                           args.perceptual_weight, args.blend, args.seed, args.use_ema)
         columns = [result["masked"], result["generated"], result["blended"], known]
         out = generate_face.save_grid(np.stack(columns, axis=1).reshape(

@@ -563,10 +563,11 @@ def train_once(run, overrides, log, deadline=math.inf):
                         writer.add_summary(scalars({"watchdog/sample_diversity": ratio}), step)
                         if warning:
                             log(warning)
+                    # Until --max_steps, or the --max_minutes limit if that comes first.
+                    left = min((run.max_steps - step) / max(rate, 1e-9), max(deadline - now, 0))
                     log(f"step {step}/{run.max_steps}  d_loss {d_loss:.3f}  g_loss {g_loss:.3f}"
                         f"  D(x) {d_real:.3f}  D(G(z)) {d_fake:.3f}"
-                        f"  {rate * hparams.batch_size:.1f} img/s"
-                        f"  ETA {format_seconds((run.max_steps - step) / max(rate, 1e-9))}")
+                        f"  {rate * hparams.batch_size:.1f} img/s  ETA {format_seconds(left)}")
                     window_step, window_time = step, now
                 if step % run.sample_every == 0:
                     write_samples()

@@ -107,7 +107,7 @@ def test_interrupted_build_is_never_used(tmp_path, faces, monkeypatch):
     assert not list(cache.glob("*.json"))  # no manifest: the half-built array is unusable
     images, kept, _, log = load(faces, cache)
     assert "no cache yet" in log and len(kept) == 40
-    assert not list(cache.glob("*.partial*"))
+    assert not list(cache.glob(".*.tmp*"))
     fresh, _, _ = gf.load_faces(gf.list_image_files(faces), log=quiet)
     np.testing.assert_array_equal(images, fresh)
 
@@ -120,7 +120,7 @@ def test_kill_during_cache_build_then_clean_rebuild(tmp_path):
          "--data_root", str(real), "--cache_dir", str(cache)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
-    while not list(cache.glob("*.partial*")) and time.monotonic() < deadline:
+    while not list(cache.glob(".*.tmp*")) and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)

@@ -1,12 +1,16 @@
 """predict_gan.py: pictures from a checkpoint, and the errors instead of pictures."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 
 import gan_run
 import predict_gan
-from conftest import copy_run_with_hparams
+from conftest import PROJECT, copy_run_with_hparams
 
 
 def draw(ckpt_dir=None, checkpoint=None, out=None, **options):
@@ -78,3 +82,15 @@ def test_bad_num_is_a_flag_error(capsys):
     with pytest.raises(SystemExit):
         predict_gan.main(["--num", "0"])
     assert "--num must be at least 1" in capsys.readouterr().err
+
+
+def test_the_script_as_a_user_runs_it(tmp_path, drawing_run):
+    """A fresh interpreter, eager execution on as in a user's shell: the in-process
+    tests share one interpreter, whose TensorFlow settings may differ."""
+    out = tmp_path / "face.png"
+    done = subprocess.run([sys.executable, str(PROJECT / "predict_gan.py"), "--ckpt_dir",
+                           str(drawing_run / "ckpt"), "--num", "4", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr
+    assert "gan.ckpt-200" in done.stdout and Image.open(out).size == (128, 128)

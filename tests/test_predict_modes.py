@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import complete_face
 import gan_run
 import generate_face
 import predict_gan
@@ -124,9 +125,9 @@ def test_truncation_scales_z(tmp_path, run):
         predict_gan.main(["--ckpt_dir", str(ckpt), "--truncation", "0"])
 
 
-@pytest.mark.parametrize("kind", generate_face.MASK_KINDS)
+@pytest.mark.parametrize("kind", complete_face.MASK_KINDS)
 def test_each_mask_hides_what_it_says(kind):
-    mask = generate_face.make_mask(kind, 64, 64, seed=1)
+    mask = complete_face.make_mask(kind, 64, 64, seed=1)
     hole = mask == 0
     expected = np.zeros((64, 64), bool)
     region = {"center": (slice(16, 48), slice(16, 48)), "left": (slice(None), slice(0, 32)),
@@ -134,15 +135,15 @@ def test_each_mask_hides_what_it_says(kind):
               "bottom": (slice(32, 64), slice(None))}
     if kind == "random":
         assert 0.75 < hole.mean() < 0.85
-        assert not np.array_equal(hole, generate_face.make_mask(kind, 64, 64, seed=2) == 0)
+        assert not np.array_equal(hole, complete_face.make_mask(kind, 64, 64, seed=2) == 0)
     else:
         expected[region[kind]] = True
         np.testing.assert_array_equal(hole, expected)
 
 
 def test_context_weights_favour_the_hole_border():
-    mask = generate_face.make_mask("center", 64, 64)
-    weights = generate_face.context_weights(mask)
+    mask = complete_face.make_mask("center", 64, 64)
+    weights = complete_face.context_weights(mask)
     assert weights[mask == 0].max() == 0  # the hole itself is not compared
     assert weights[15, 32] > weights[13, 32] > 0  # nearer the hole counts more
     assert weights[0, 0] == 0  # far from the hole
@@ -151,10 +152,10 @@ def test_context_weights_favour_the_hole_border():
 def test_poisson_blend_keeps_known_pixels_and_removes_an_offset():
     rng = np.random.default_rng(0)
     known = rng.uniform(-0.5, 0.5, (16, 16, 3)).astype(np.float32)
-    mask = generate_face.make_mask("center", 16, 16)
+    mask = complete_face.make_mask("center", 16, 16)
     # The same picture a little brighter: its gradients are the photo's own,
     # so blending gives back the photo, seam-free.
-    blended = generate_face.poisson_blend(known, known + 0.3, mask)
+    blended = complete_face.poisson_blend(known, known + 0.3, mask)
     np.testing.assert_array_equal(blended[mask == 1], known[mask == 1])
     np.testing.assert_allclose(blended, known, atol=1e-5)
 
@@ -163,10 +164,10 @@ def test_completion_fits_the_known_pixels_and_leaves_them_untouched(tmp_path, ru
                                                                     demo_dir):
     _, checkpoint, hparams = run
     paths = generate_face.list_image_files(demo_dir)[:3]
-    known = predict_gan.load_images_to_complete(paths, hparams)
-    mask = generate_face.make_mask("center", 64, 64)
+    known = complete_face.load_images_to_complete(paths, hparams)
+    mask = complete_face.make_mask("center", 64, 64)
     for blend in ("poisson", "none"):
-        result = predict_gan.complete(checkpoint, hparams, known, mask, iterations=40,
+        result = complete_face.complete(checkpoint, hparams, known, mask, iterations=40,
                                       blend=blend, log=lambda *_: None)
         kept = mask == 1
         np.testing.assert_array_equal(result["blended"][:, kept], known[:, kept])
@@ -196,7 +197,7 @@ def test_complete_command_writes_rows_of_four(tmp_path, run, demo_dir):
 def test_completion_takes_folders_of_photos(run, demo_dir):
     _, _, hparams = run
     one = generate_face.list_image_files(demo_dir)[0]
-    known = predict_gan.load_images_to_complete([str(demo_dir), one], hparams)
+    known = complete_face.load_images_to_complete([str(demo_dir), one], hparams)
     assert known.shape == (41, 64, 64, 3)
     np.testing.assert_array_equal(known[0], known[40])  # the folder's first, then `one`
 
