@@ -314,6 +314,7 @@ class ganModel:
         self.bn_updates = {"generator": [], "discriminator": []}
         # Generator variable name -> its exponential-moving-average shadow.
         self.ema_shadows = {}
+        self._network_variables = None  # see network_variables
 
     def _ema_shadow(self, variable):
         """The shadow of a generator variable, `generator_ema/...`, made on first use.
@@ -426,9 +427,9 @@ class ganModel:
             summary.scalar("loss/d_loss_fake", d_loss_fake),
             summary.scalar("D/D_x", d_real),
             summary.scalar("D/D_G_z", d_fake),
-            summary.histogram("hist/z", z),
-            summary.histogram("hist/D_x", d_real_prob),
-            summary.histogram("hist/D_G_z", d_fake_prob),
+            summary.histogram("hist/z", finite_or_zero(z)),
+            summary.histogram("hist/D_x", finite_or_zero(d_real_prob)),
+            summary.histogram("hist/D_G_z", finite_or_zero(d_fake_prob)),
             summary.scalar("train/learning_rate_d", tf.constant(self.hp.d_lr)),
         ])
         g_summary = summary.merge([
@@ -478,6 +479,19 @@ class ganModel:
                              + ", ".join(sorted(v.name for v in stray)))
         return g_vars, d_vars
 
+    def network_variables(self):
+        """{"generator": [...], "discriminator": [...]}: each network's weights and
+        batch-norm statistics, the variables that define it.
+
+        Selected by scope; the optimizers' slots, which share those scopes,
+        are left out by taking the list before they exist (`optimizers` takes
+        it first and keeps it).
+        """
+        if self._network_variables is None:
+            self._network_variables = {scope: tf1.global_variables(scope + "/")
+                                       for scope in ("generator", "discriminator")}
+        return self._network_variables
+
     def optimizers(self, graph, global_step):
         """Adam train ops: (d_train_op, g_train_op).
 
@@ -487,8 +501,7 @@ class ganModel:
         moves the generator's EMA shadows (see `ema_update`).
         """
         g_vars, d_vars = self.split_variables()
-        # Listed before Adam adds its slots under the same scope.
-        g_model_vars = tf1.global_variables("generator/")
+        network_variables = self.network_variables()  # before Adam adds its slots
         hp = self.hp
         with tf.control_dependencies(self.bn_updates["discriminator"]):
             d_train_op = tf1.train.AdamOptimizer(hp.d_lr, beta1=hp.beta1,
@@ -499,7 +512,7 @@ class ganModel:
                                                 name="g_adam").minimize(
                 graph.g_loss, var_list=g_vars)
         with tf.control_dependencies([g_adam_op]):
-            g_train_op = self.ema_update(g_model_vars, global_step)
+            g_train_op = self.ema_update(network_variables["generator"], global_step)
         return d_train_op, g_train_op
 
     def ema_update(self, variables, global_step):
@@ -519,6 +532,15 @@ class ganModel:
             shadow = self._ema_shadow(variable)
             updates.append(shadow.assign_sub((1.0 - decay) * (shadow - variable)))
         return tf.group(*updates, name="g_ema_update")
+
+
+def finite_or_zero(tensor):
+    """The tensor with NaN and infinities replaced by 0, for histograms.
+
+    TensorFlow's histogram op fails on NaN; a diverged step must reach the
+    loop's own check of the losses and weights instead of failing there.
+    """
+    return tf.where(tf.math.is_finite(tensor), tensor, tf.zeros_like(tensor))
 
 
 def images_from_uint8(images):

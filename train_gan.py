@@ -26,7 +26,7 @@ from tensorboard.plugins.hparams import api as hp_api
 import gan_run
 import generate_face
 from cli_flags import add_flags, flag_field
-from gan_model import HParams, ganModel, image_grid, images_from_uint8
+from gan_model import HParams, finite_or_zero, ganModel, image_grid, images_from_uint8
 
 tf1 = tf.compat.v1
 
@@ -274,21 +274,22 @@ class TrainResult:
     out_of_time: bool = False  # stopped by --max_minutes
 
 
-def build_input(images, hparams, stream_start):
+def build_input(images, hparams):
     """A tf.data iterator over the run's batch stream, uint8 in the graph.
 
-    The stream starts where `stream_start[0]` says when the iterator is
-    initialised, so the resumed step is known by then.
+    Returns (iterator, start_batch): initialise the iterator feeding
+    `start_batch` the number of batches already trained on (the resumed
+    step), and the stream continues exactly where that run left it.
     """
-    def batches():
-        stream = generate_face.BatchStream(images, hparams.batch_size, hparams.seed,
-                                           start_batch=stream_start[0], flip=hparams.flip)
-        yield from stream
+    def batches(start_batch):
+        yield from generate_face.BatchStream(images, hparams.batch_size, hparams.seed,
+                                             start_batch=int(start_batch), flip=hparams.flip)
 
+    start_batch = tf1.placeholder(tf.int64, [], name="start_batch")
     shape = [hparams.batch_size, hparams.output_h, hparams.output_w, 3]
     dataset = tf.data.Dataset.from_generator(
-        batches, output_signature=tf.TensorSpec(shape, tf.uint8)).prefetch(4)
-    return tf1.data.make_initializable_iterator(dataset)
+        batches, output_signature=tf.TensorSpec(shape, tf.uint8), args=(start_batch,))
+    return tf1.data.make_initializable_iterator(dataset.prefetch(4)), start_batch
 
 
 @dataclasses.dataclass
@@ -296,7 +297,7 @@ class TrainingGraph:
     """Everything the training loop runs (see build_training_graph)."""
     graph: tf.Graph
     iterator: object          # tf.data iterator over uint8 batches
-    stream_start: list        # [batches already consumed], read at iterator init
+    start_batch: tf.Tensor    # int64 placeholder fed when the iterator is initialised
     z: tf.Tensor              # placeholder [None, z_dim]
     gan: object               # gan_model.GanGraph
     global_step: tf.Variable
@@ -314,8 +315,7 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(hparams.seed)
-        stream_start = [0]
-        iterator = build_input(images, hparams, stream_start)
+        iterator, start_batch = build_input(images, hparams)
         real_images = images_from_uint8(iterator.get_next())
         z = tf1.placeholder(tf.float32, [None, hparams.z_dim], name="z")
         model = ganModel(hparams)
@@ -333,7 +333,7 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
         # Written on sample steps only: the grid, and every layer's weights.
         samples_summary = tf1.summary.merge(
             [tf1.summary.image("samples", image_grid(samples, rows, cols))]
-            + [tf1.summary.histogram(f"weights/{v.op.name}", v)
+            + [tf1.summary.histogram(f"weights/{v.op.name}", finite_or_zero(v))
                for v in tf1.trainable_variables() if v.op.name.endswith("/w")])
 
         # A NaN gradient can poison weights while the losses stay finite (a
@@ -341,19 +341,17 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
         # batch-norm statistics of both networks are checked too, once the G
         # step has run: fetch this only together with g_train_op. (Adam's
         # slots and G's averages only turn NaN through the weights.)
-        model_variables = [v for v in tf1.global_variables()
-                           if v.op.name.startswith(("generator/", "discriminator/"))
-                           and v.dtype.base_dtype == tf.float32
-                           and "adam" not in v.op.name]
+        networks = model.network_variables()
         with tf.control_dependencies([g_train_op]):
             weights_finite = tf.reduce_all(tf.stack(
-                [tf.reduce_all(tf.math.is_finite(v)) for v in model_variables]))
+                [tf.reduce_all(tf.math.is_finite(v))
+                 for v in networks["generator"] + networks["discriminator"]]))
 
         # Built last, so that it saves the optimizers' slots and the step too.
         saver = tf1.train.Saver(max_to_keep=keep_checkpoints, save_relative_paths=True)
         init = tf1.global_variables_initializer()
     graph.finalize()  # the loop must not grow the graph
-    return TrainingGraph(graph, iterator, stream_start, z, gan, global_step, d_train_op,
+    return TrainingGraph(graph, iterator, start_batch, z, gan, global_step, d_train_op,
                          g_train_op, samples, samples_summary, saver, init, weights_finite)
 
 
@@ -408,11 +406,12 @@ def train(run, overrides=None, log=print):
                 f"{hp.d_lr / 2:g}, G {hp.g_lr / 2:g})")
 
 
-def train_once(run, overrides, log, deadline=math.inf):
-    """One attempt of `train`: raises TrainingDiverged on a non-finite loss.
+def prepare(run, overrides, log):
+    """Settle the hyperparameters, check the folders, load the faces.
 
-    Training stops cleanly (checkpoint, grid) at the first step that ends
-    after `deadline` (a time.monotonic() value).
+    Returns:
+      (HParams with the precision resolved, checkpoint to resume or None,
+       uint8 images [N, H, W, 3]).
     """
     hparams, checkpoint, changes = resolve_hparams(run.ckpt_dir, overrides or {})
     precision, reason, warning = hardware.resolve_precision(hparams.precision)
@@ -426,7 +425,6 @@ def train_once(run, overrides, log, deadline=math.inf):
     log(f"precision {precision} ({reason})")
     if warning:
         log(warning)
-
     for flag, folder in (("--ckpt_dir", run.ckpt_dir), ("--samples_dir", run.samples_dir),
                          ("--log_dir", run.log_dir)):
         ensure_writable_folder(folder, flag)
@@ -437,162 +435,216 @@ def train_once(run, overrides, log, deadline=math.inf):
         raise ValueError(f"only {len(kept)} usable images in {folder}, fewer than one batch "
                          f"of {hparams.batch_size}; add images or lower --batch_size")
     log(f"training on {len(kept)} images")
+    return hparams, checkpoint, images
 
-    parts = build_training_graph(hparams, images, run.keep_checkpoints)
-    graph, saver, iterator, z, gan = parts.graph, parts.saver, parts.iterator, parts.z, parts.gan
-    global_step, samples, samples_summary = parts.global_step, parts.samples, parts.samples_summary
-    d_train_op, g_train_op = parts.d_train_op, parts.g_train_op
-    with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
+
+@dataclasses.dataclass
+class StepOutput:
+    """What one training step reports."""
+    d_loss: float
+    g_loss: float
+    d_real: float             # mean D(x)
+    d_fake: float             # mean D(G(z))
+    weights_finite: bool
+    summaries: list           # serialized summaries, on reporting steps only
+
+    @property
+    def finite(self):
+        return bool(np.isfinite(self.d_loss) and np.isfinite(self.g_loss)
+                    and self.weights_finite)
+
+
+class Trainer:
+    """A run in a live Session: the training step and the periodic work around it.
+
+    Holds the Session, the TensorBoard writer and the run's position (`step`,
+    `last_saved`); `train_once` drives it.
+    """
+
+    def __init__(self, run, hparams, parts, sess, checkpoint, images, log):
+        self.run, self.hparams, self.parts, self.sess, self.log = run, hparams, parts, sess, log
         if checkpoint:
             restored = gan_run.restore(
-                sess, saver, graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES),
+                sess, parts.saver, parts.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES),
                 run.ckpt_dir, log=log)
             if restored != checkpoint:
                 log(f"resumed from {restored} instead")
                 checkpoint = restored
             # Let this Saver prune the older checkpoints of the run as well.
-            saver.set_last_checkpoints_with_time(
+            parts.saver.set_last_checkpoints_with_time(
                 [(path, os.path.getmtime(path + ".index"))
                  for path in reversed(gan_run.checkpoints_newest_first(run.ckpt_dir))])
         else:
-            sess.run(parts.init)  # ensure_writable_folder made --ckpt_dir above
+            sess.run(parts.init)
         # Also on resume: settings changed on the command line (a new
         # learning rate, say) stay in force when the run is resumed again.
         gan_run.save_hparams(run.ckpt_dir, hparams)
-        step = int(sess.run(global_step))
-        parts.stream_start[0] = step
-        sess.run(iterator.initializer)
+        self.step = int(sess.run(parts.global_step))
+        self.last_saved = checkpoint
+        sess.run(parts.iterator.initializer, {parts.start_batch: self.step})
+
         log_dir = run_log_dir(run)
-        writer = tf1.summary.FileWriter(str(log_dir), graph=None if checkpoint else graph)
+        self.writer = tf1.summary.FileWriter(str(log_dir),
+                                             graph=None if checkpoint else parts.graph)
         if checkpoint:
             # TensorBoard drops the earlier files' events from this step on
             # (what the interrupted run logged after its last checkpoint), so
             # the resumed run neither duplicates nor restarts its steps.
-            writer.add_session_log(tf1.SessionLog(status=tf1.SessionLog.START), step + 1)
-        writer.add_summary(hparams_summary(hparams, run, log_dir.name), step)
-        prefix = str(Path(run.ckpt_dir) / gan_run.CKPT_PREFIX)
+            self.writer.add_session_log(tf1.SessionLog(status=tf1.SessionLog.START),
+                                        self.step + 1)
+        self.writer.add_summary(hparams_summary(hparams, run, log_dir.name), self.step)
 
-        def save():
-            try:
-                path = saver.save(sess, prefix, global_step=step, write_meta_graph=False)
-            except (OSError, tf.errors.OpError) as error:
-                # The Saver writes to temporary names and renames, so the
-                # checkpoints already there are untouched.
-                raise OutputError(
-                    f"could not write a checkpoint to {run.ckpt_dir} at step {step} "
-                    f"({getattr(error, 'message', error)}); the last good checkpoint "
-                    f"({last_saved}) is intact. Free space or fix the folder, then run the "
-                    f"same command to resume") from error
-            log(f"saved {path}")
-            return path
-
-        def write_samples():
-            pictures, summary = sess.run([samples, samples_summary])
-            writer.add_summary(summary, step)
-            path = Path(run.samples_dir) / f"train_{step:06d}.png"
-            try:
-                generate_face.save_grid(pictures, path)
-            except OSError as error:  # a picture is not worth stopping a run for
-                log(f"warning: could not write {path} ({error}); training goes on")
-                return
-            log(f"wrote {path}")
-
-        watchdog = None
+        self.watchdog = None
         if run.collapse_window:
             # The real faces' own variety is the yardstick of the samples'.
             rng = generate_face.run_rng(hparams.seed, generate_face.STREAM_WATCHDOG)
             picked = np.sort(rng.permutation(len(images))[:generate_face.DIVERSITY_IMAGES])
-            watchdog = CollapseWatchdog(run.collapse_window,
-                                        generate_face.diversity(images[picked]))
-        if step >= run.max_steps:
-            log(f"the run is at step {step}, already at --max_steps {run.max_steps}; "
+            self.watchdog = CollapseWatchdog(run.collapse_window,
+                                             generate_face.diversity(images[picked]))
+        self._window = (self.step, time.monotonic())  # (step, time) of the last report
+
+    def train_step(self, report):
+        """One iteration on the z batch of this step; advances `step`.
+
+        The G updates reuse the D update's z batch (as in the classic TF1
+        DCGAN); the D op advances the global step.
+        """
+        parts, gan, hp = self.parts, self.parts.gan, self.hparams
+        feed = {parts.z: generate_face.train_z(hp.seed, self.step, hp.batch_size, hp.z_dim)}
+        # (1) Update D: maximise log D(x) + log(1 - D(G(z))).
+        d_fetch = [parts.d_train_op, gan.d_loss, gan.d_real, gan.d_fake]
+        d_out = self.sess.run(d_fetch + [gan.d_summary] * report, feed)
+        # (2) Update G: maximise log D(G(z)), then check every weight is finite.
+        for _ in range(hp.g_steps - 1):
+            self.sess.run(parts.g_train_op, feed)
+        g_fetch = [parts.g_train_op, gan.g_loss, parts.weights_finite]
+        g_out = self.sess.run(g_fetch + [gan.g_summary] * report, feed)
+        self.step += 1
+        return StepOutput(d_out[1], g_out[1], d_out[2], d_out[3], bool(g_out[2]),
+                          d_out[4:] + g_out[3:])
+
+    def diverged(self, out):
+        return TrainingDiverged(
+            f"training diverged at step {self.step}: a loss or a weight became NaN or "
+            f"infinite (d_loss {out.d_loss}, g_loss {out.g_loss}); nothing after the last "
+            f"checkpoint ({self.last_saved}) was saved. Resume from it with a lower "
+            f"--learning_rate, or let --nan_rollbacks do that",
+            self.step, self.last_saved, self.hparams)
+
+    def report(self, out, deadline):
+        """Summaries, the watchdog's sample check and the progress line."""
+        step, hp, run = self.step, self.hparams, self.run
+        now = time.monotonic()
+        rate = (step - self._window[0]) / max(now - self._window[1], 1e-9)
+        self._window = (step, now)
+        for summary in out.summaries:
+            self.writer.add_summary(summary, step)
+        self.writer.add_summary(scalars({"perf/images_per_sec": rate * hp.batch_size}), step)
+        if self.watchdog:
+            variety = generate_face.diversity(
+                generate_face.to_uint8(self.sess.run(self.parts.samples)))
+            ratio, warning = self.watchdog.observe_samples(step, variety)
+            self.writer.add_summary(scalars({"watchdog/sample_diversity": ratio}), step)
+            if warning:
+                self.log(warning)
+        # Until --max_steps, or the --max_minutes limit if that comes first.
+        left = min((run.max_steps - step) / max(rate, 1e-9), max(deadline - now, 0))
+        self.log(f"step {step}/{run.max_steps}  d_loss {out.d_loss:.3f}  g_loss "
+                 f"{out.g_loss:.3f}  D(x) {out.d_real:.3f}  D(G(z)) {out.d_fake:.3f}  "
+                 f"{rate * hp.batch_size:.1f} img/s  ETA {format_seconds(left)}")
+
+    def write_samples(self):
+        """The fixed-z grid: a PNG, and an image summary with the weights' histograms."""
+        pictures, summary = self.sess.run([self.parts.samples, self.parts.samples_summary])
+        self.writer.add_summary(summary, self.step)
+        path = Path(self.run.samples_dir) / f"train_{self.step:06d}.png"
+        try:
+            generate_face.save_grid(pictures, path)
+        except OSError as error:  # a picture is not worth stopping a run for
+            self.log(f"warning: could not write {path} ({error}); training goes on")
+            return
+        self.log(f"wrote {path}")
+
+    def save(self):
+        """A checkpoint of this step; OutputError if it cannot be written."""
+        prefix = str(Path(self.run.ckpt_dir) / gan_run.CKPT_PREFIX)
+        try:
+            path = self.parts.saver.save(self.sess, prefix, global_step=self.step,
+                                         write_meta_graph=False)
+        except (OSError, tf.errors.OpError) as error:
+            # The Saver writes to temporary names and renames, so the
+            # checkpoints already there are untouched.
+            raise OutputError(
+                f"could not write a checkpoint to {self.run.ckpt_dir} at step {self.step} "
+                f"({getattr(error, 'message', error)}); the last good checkpoint "
+                f"({self.last_saved}) is intact. Free space or fix the folder, then run the "
+                f"same command to resume") from error
+        self.log(f"saved {path}")
+        self.last_saved = path
+
+    def periodic_work(self, out, report, deadline):
+        """What follows a finished step: watchdog, report, grid, checkpoint."""
+        if self.watchdog:
+            warning = self.watchdog.observe_d_loss(self.step, out.d_loss)
+            if warning:
+                self.log(warning)
+        if report:
+            self.report(out, deadline)
+        if self.step % self.run.sample_every == 0:
+            self.write_samples()
+        if self.step % self.run.ckpt_every == 0:
+            self.save()
+
+    def finish(self):
+        """The last grid and checkpoint, unless this step already has them."""
+        if self.step % self.run.sample_every != 0:
+            self.write_samples()
+        if self.last_saved is None or gan_run.step_of(self.last_saved) != self.step:
+            self.save()
+
+
+def train_once(run, overrides, log, deadline=math.inf):
+    """One attempt of `train`: raises TrainingDiverged on a non-finite loss.
+
+    Training stops cleanly (checkpoint, grid) at the first step that ends
+    after `deadline` (a time.monotonic() value).
+    """
+    hparams, checkpoint, images = prepare(run, overrides, log)
+    parts = build_training_graph(hparams, images, run.keep_checkpoints)
+    with tf1.Session(graph=parts.graph, config=hardware.session_config()) as sess:
+        trainer = Trainer(run, hparams, parts, sess, checkpoint, images, log)
+        first_step, started = trainer.step, time.monotonic()
+        if first_step >= run.max_steps:
+            log(f"the run is at step {first_step}, already at --max_steps {run.max_steps}; "
                 f"raise --max_steps to train further")
-        last_saved = checkpoint
-        first_step, started = step, time.monotonic()
-        window_step, window_time = step, started
-        with StopRequest() as stop, contextlib.closing(writer):
+        with StopRequest() as stop, contextlib.closing(trainer.writer):
             # At least one step, so that even a limit shorter than the setup
             # leaves a checkpoint of this run behind.
-            while (step < run.max_steps and stop.signal is None
-                   and (step == first_step or time.monotonic() < deadline)):
-                feed = {z: generate_face.train_z(hparams.seed, step, hparams.batch_size,
-                                                 hparams.z_dim)}
-                report = (step + 1) % run.log_every == 0 or step + 1 == run.max_steps
-                d_fetch = [d_train_op, gan.d_loss, gan.d_real, gan.d_fake]
-                g_fetch = [g_train_op, gan.g_loss, parts.weights_finite]
-                if report:
-                    d_fetch.append(gan.d_summary)
-                    g_fetch.append(gan.g_summary)
-                # The G steps reuse the D step's z batch (as in the classic
-                # TF1 DCGAN); the D op advances the global step.
-                try:
-                    d_out = sess.run(d_fetch, feed)
-                    for _ in range(hparams.g_steps - 1):
-                        sess.run(g_train_op, feed)
-                    g_out = sess.run(g_fetch, feed)
-                    d_loss, d_real, d_fake, g_loss = d_out[1], d_out[2], d_out[3], g_out[1]
-                    diverged = not (np.isfinite(d_loss) and np.isfinite(g_loss) and g_out[2])
-                except tf.errors.InvalidArgumentError as error:
-                    # A histogram summary refuses NaN before the losses are seen.
-                    if "Nan in summary" not in error.message:
-                        raise
-                    diverged, d_loss, g_loss = True, float("nan"), float("nan")
-                step += 1
-                if diverged:
-                    raise TrainingDiverged(
-                        f"training diverged at step {step}: a loss or a weight became NaN "
-                        f"or infinite (d_loss {d_loss}, g_loss {g_loss}); nothing after "
-                        f"the last checkpoint ({last_saved}) was saved. Resume from it "
-                        f"with a lower --learning_rate, or let --nan_rollbacks do that",
-                        step, last_saved, hparams)
-                if watchdog:
-                    warning = watchdog.observe_d_loss(step, d_loss)
-                    if warning:
-                        log(warning)
-                if report:
-                    now = time.monotonic()
-                    rate = (step - window_step) / max(now - window_time, 1e-9)
-                    writer.add_summary(d_out[4], step)
-                    writer.add_summary(g_out[3], step)
-                    writer.add_summary(scalars(
-                        {"perf/images_per_sec": rate * hparams.batch_size}), step)
-                    if watchdog:
-                        variety = generate_face.diversity(
-                            generate_face.to_uint8(sess.run(samples)))
-                        ratio, warning = watchdog.observe_samples(step, variety)
-                        writer.add_summary(scalars({"watchdog/sample_diversity": ratio}), step)
-                        if warning:
-                            log(warning)
-                    # Until --max_steps, or the --max_minutes limit if that comes first.
-                    left = min((run.max_steps - step) / max(rate, 1e-9), max(deadline - now, 0))
-                    log(f"step {step}/{run.max_steps}  d_loss {d_loss:.3f}  g_loss {g_loss:.3f}"
-                        f"  D(x) {d_real:.3f}  D(G(z)) {d_fake:.3f}"
-                        f"  {rate * hparams.batch_size:.1f} img/s  ETA {format_seconds(left)}")
-                    window_step, window_time = step, now
-                if step % run.sample_every == 0:
-                    write_samples()
-                if step % run.ckpt_every == 0:
-                    last_saved = save()
+            while (trainer.step < run.max_steps and stop.signal is None
+                   and (trainer.step == first_step or time.monotonic() < deadline)):
+                next_step = trainer.step + 1
+                report = next_step % run.log_every == 0 or next_step == run.max_steps
+                out = trainer.train_step(report)
+                if not out.finite:
+                    raise trainer.diverged(out)
+                trainer.periodic_work(out, report, deadline)
                 if stop.signal is not None:
-                    log(f"{signal.Signals(stop.signal).name} received: step {step} is done, "
-                        f"saving a checkpoint")
-            if step > first_step:
-                if step % run.sample_every != 0:
-                    write_samples()
-                if last_saved is None or gan_run.step_of(last_saved) != step:
-                    last_saved = save()
-        elapsed = time.monotonic() - started
-        if step > first_step:
-            log(f"trained steps {first_step}-{step} in {format_seconds(elapsed)} "
-                f"({elapsed / (step - first_step):.3f} s/step)")
-        out_of_time = step < run.max_steps and stop.signal is None
-        if stop.signal is not None:
-            log(f"stopped by {signal.Signals(stop.signal).name} at step {step}; "
-                f"run the same command again to resume")
-        elif out_of_time:
-            log(f"--max_minutes {run.max_minutes:g} reached at step {step}; run the same "
-                f"command again to train further")
-        return TrainResult(step, last_saved, stop.signal, out_of_time)
+                    log(f"{signal.Signals(stop.signal).name} received: step {trainer.step} "
+                        f"is done, saving a checkpoint")
+            if trainer.step > first_step:
+                trainer.finish()
+    step, elapsed = trainer.step, time.monotonic() - started
+    if step > first_step:
+        log(f"trained steps {first_step}-{step} in {format_seconds(elapsed)} "
+            f"({elapsed / (step - first_step):.3f} s/step)")
+    out_of_time = step < run.max_steps and stop.signal is None
+    if stop.signal is not None:
+        log(f"stopped by {signal.Signals(stop.signal).name} at step {step}; "
+            f"run the same command again to resume")
+    elif out_of_time:
+        log(f"--max_minutes {run.max_minutes:g} reached at step {step}; run the same "
+            f"command again to train further")
+    return TrainResult(step, trainer.last_saved, stop.signal, out_of_time)
 
 
 def main(argv=None):
