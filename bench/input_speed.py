@@ -58,10 +58,10 @@ def cached_rate(images, batches, repeats):
     hparams = HParams()
     rates = []
     with tf.Graph().as_default():
-        iterator = train_gan.build_input(images, hparams, [0])
+        iterator, start_batch = train_gan.build_input(images, hparams)
         batch = iterator.get_next()
         with tf1.Session() as sess:
-            sess.run(iterator.initializer)
+            sess.run(iterator.initializer, {start_batch: 0})
             for _ in range(20):  # warm up, fill the prefetch buffer
                 sess.run(batch.op)
             for _ in range(repeats):
@@ -79,7 +79,7 @@ def input_share_of_step(images, width, steps, repeats):
     fetch_times, step_times = [], []
     with tf1.Session(graph=parts.graph, config=hardware.session_config()) as sess:
         sess.run(parts.init)
-        sess.run(parts.iterator.initializer)
+        sess.run(parts.iterator.initializer, {parts.start_batch: 0})
         real = parts.graph.get_tensor_by_name("IteratorGetNext:0")
         z = generate_face.train_z(0, 0, hparams.batch_size, hparams.z_dim)
         for _ in range(3):  # warm up

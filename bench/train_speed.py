@@ -113,7 +113,7 @@ class TensorFlowRun:
             self.writer = summary_dir and tf1.summary.FileWriter(summary_dir)
         self.sess = tf1.Session(graph=self.parts.graph, config=hardware.session_config())
         self.sess.run(self.parts.init)
-        self.sess.run(self.parts.iterator.initializer)
+        self.sess.run(self.parts.iterator.initializer, {self.parts.start_batch: 0})
         self.feed = {self.parts.z: generate_face.train_z(0, 0, hparams.batch_size,
                                                          hparams.z_dim)}
 
