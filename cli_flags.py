@@ -1,18 +1,27 @@
 """Command-line flags generated from dataclasses.
 
-Each script keeps its options in a frozen dataclass whose fields carry a
+Each script keeps its options in frozen dataclasses whose fields carry a
 default and a help text (`flag_field`); the flags are generated from those
-fields, so a field and its flag cannot drift apart. No TensorFlow here:
-generate_face.py and evaluate_gan.py use it without loading TensorFlow.
+fields, so a field and its flag cannot drift apart. A field may name the
+modes it belongs to (`modes=`); given in another mode, its flag is refused
+rather than silently ignored. No TensorFlow here: generate_face.py and
+evaluate_gan.py use it without loading TensorFlow.
 """
 
 import argparse
 import dataclasses
 
 
-def flag_field(default, help):
-    """A dataclass field whose help text becomes its flag's --help."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def flag_field(default, help, modes=None, **argparse_options):
+    """A dataclass field that becomes a flag.
+
+    Args:
+      help: the flag's --help text (the default is appended).
+      modes: names of the modes this option belongs to (None: every mode).
+      argparse_options: passed on to add_argument (e.g. choices, metavar).
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "modes": modes, "argparse": argparse_options})
 
 
 def flag_bool(text):
@@ -28,12 +37,37 @@ def flag_bool(text):
 def add_flags(group, cls, suppress_defaults=False):
     """Add a --<field> flag to an argparse group for every field of `cls`.
 
+    A bool flag alone means true (`--flip`), or takes a value (`--flip false`).
+
     suppress_defaults: flags not given are left out of the parsed namespace
-    (so a resumed run can tell typed values from ones to restore);
-    otherwise they take the field's default.
+    (so that the caller can tell typed values from defaults); otherwise
+    they take the field's default.
     """
     for field in dataclasses.fields(cls):
-        kind = flag_bool if field.type is bool else field.type
-        extra = {} if suppress_defaults else {"default": field.default}
-        group.add_argument(f"--{field.name}", type=kind, metavar=field.type.__name__.upper(),
-                           help=f"{field.metadata['help']} (default: {field.default})", **extra)
+        meta = field.metadata
+        shown = "''" if field.default == "" else field.default
+        options = {"metavar": field.type.__name__.upper(),
+                   "help": f"{meta['help']} (default: {shown})", **meta["argparse"]}
+        if field.type is bool:
+            options.update(type=flag_bool, nargs="?", const=True)
+        else:
+            options["type"] = field.type
+        if not suppress_defaults:
+            options["default"] = field.default
+        group.add_argument(f"--{field.name}", **options)
+
+
+def from_flags(cls, given):
+    """`cls` from {flag name: value} of the flags given; the rest take defaults."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    return cls(**{name: value for name, value in given.items() if name in names})
+
+
+def misplaced(cls, given, mode):
+    """Messages for flags of `cls` given in a mode they do not belong to."""
+    found = []
+    for field in dataclasses.fields(cls):
+        modes = field.metadata["modes"]
+        if field.name in given and modes is not None and mode not in modes:
+            found.append(f"--{field.name} applies to {' and '.join(modes)} only")
+    return found

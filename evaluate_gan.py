@@ -20,6 +20,7 @@ would be in a PNG.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -32,7 +33,7 @@ import scipy.ndimage
 from PIL import Image
 
 import generate_face
-from cli_flags import flag_bool
+from cli_flags import add_flags, flag_field, from_flags, misplaced
 
 # Sliced Wasserstein distance settings of Progressive GAN.
 PATCH_SIZE = 7            # neighbourhoods are PATCH_SIZE x PATCH_SIZE x 3
@@ -419,91 +420,113 @@ def format_table(result):
     return "\n".join(lines)
 
 
+FROM_CHECKPOINT = "faces from a checkpoint (no --fake_dir)"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateOptions:
+    """evaluate_gan.py's options; the generated side is a checkpoint or --fake_dir."""
+    real_dir: str = flag_field("", "folder of real face photos, preprocessed as in training "
+                                   "(required)")
+    ckpt_dir: str = flag_field("ckpt", "training run folder; its newest checkpoint that loads "
+                                       "is used", modes=(FROM_CHECKPOINT,))
+    checkpoint: str = flag_field("", "a checkpoint prefix (e.g. ckpt/gan.ckpt-2000), or a "
+                                     "folder, to use instead of --ckpt_dir",
+                                 modes=(FROM_CHECKPOINT,))
+    use_ema: bool = flag_field(True, "generate with the moving average of G's weights when "
+                                     "the run kept one", modes=(FROM_CHECKPOINT,))
+    fake_dir: str = flag_field("", "a folder of generated images instead of a checkpoint")
+    num_images: int = flag_field(2000, "images per side (the literature uses 16384)")
+    seed: int = flag_field(0, "seed of z, the real-image sample, neighbourhoods and "
+                              "projections")
+    inception_weights: str = flag_field("", "classify_image_graph_def.pb of TensorFlow's "
+                                            "inception-2015-12-05 release, for FID")
+    json: bool = flag_field(False, "print one JSON object on stdout (progress goes to stderr)")
+    # How real images are preprocessed with --fake_dir (a checkpoint uses its run's).
+    crop_h: int = flag_field(108, "centre-crop height of the real images",
+                             modes=("--fake_dir",))
+    crop_w: int = flag_field(108, "centre-crop width of the real images",
+                             modes=("--fake_dir",))
+    is_crop: bool = flag_field(True, "centre-crop the real images before resizing",
+                               modes=("--fake_dir",))
+
+    def problems(self):
+        found = []
+        if not self.real_dir:
+            found.append("--real_dir is required: a folder of real face photos")
+        if self.num_images < 2:
+            found.append(f"--num_images must be at least 2, got {self.num_images}")
+        if self.seed < 0:
+            found.append(f"--seed must be 0 or more, got {self.seed}")
+        for name in ("crop_h", "crop_w"):
+            if getattr(self, name) < 1:
+                found.append(f"--{name} must be at least 1, got {getattr(self, name)}")
+        return found
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    fake = parser.add_argument_group("generated faces (a checkpoint, or --fake_dir)")
-    fake.add_argument("--ckpt_dir", default="ckpt",
-                      help="training run folder; its newest checkpoint is used (default: ckpt)")
-    fake.add_argument("--checkpoint", default=None,
-                      help="a specific checkpoint prefix, e.g. ckpt/gan.ckpt-2000")
-    fake.add_argument("--fake_dir", default=None,
-                      help="a folder of generated images instead of a checkpoint")
-    fake.add_argument("--use_ema", type=flag_bool, default=True,
-                      help="generate with the moving average of G's weights when the run "
-                           "kept one (default: true)")
-    parser.add_argument("--real_dir", required=True,
-                        help="folder of real face photos, preprocessed as in training")
-    parser.add_argument("--num_images", type=int, default=2000,
-                        help="images per side (default: 2000; the literature uses 16384)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of z, the real-image sample, neighbourhoods and projections")
-    parser.add_argument("--inception_weights", default=None,
-                        help="classify_image_graph_def.pb of TensorFlow's inception-2015-12-05 "
-                             "release, for FID")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object on stdout (progress goes to stderr)")
-    crop = parser.add_argument_group("preprocessing of real images with --fake_dir "
-                                     "(a checkpoint uses its run's)")
-    crop.add_argument("--crop_h", type=int, default=None, help="default: 108")
-    crop.add_argument("--crop_w", type=int, default=None, help="default: 108")
-    crop.add_argument("--is_crop", type=flag_bool, default=None,
-                      help="default: true")
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS)
+    add_flags(parser.add_argument_group("options (each says where it applies)"),
+              EvaluateOptions, suppress_defaults=True)
     return parser
 
 
-def main(argv=None):
+def parse_flags(argv=None):
+    """argv -> EvaluateOptions; an option of the other side is an error."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.num_images < 2:
-        parser.error(f"--num_images must be at least 2, got {args.num_images}")
-    if args.seed < 0:
-        parser.error(f"--seed must be 0 or more, got {args.seed}")
-    if args.fake_dir and args.checkpoint:
-        parser.error("pass either --fake_dir or --checkpoint, not both")
-    log = (lambda text: print(text, file=sys.stderr, flush=True)) if args.json else print
+    given = vars(parser.parse_args(argv))
+    options = from_flags(EvaluateOptions, given)
+    side = "--fake_dir" if options.fake_dir else FROM_CHECKPOINT
+    problems = misplaced(EvaluateOptions, given, side) + options.problems()
+    if problems:
+        parser.error("; ".join(problems))
+    return options
+
+
+def main(argv=None):
+    options = parse_flags(argv)
+    log = (lambda text: print(text, file=sys.stderr, flush=True)) if options.json else print
     try:
-        result = run(args, log)
+        result = run(options, log)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(result) if args.json else format_table(result), flush=True)
+    print(json.dumps(result) if options.json else format_table(result), flush=True)
     return 0
 
 
-def run(args, log):
+def run(options, log):
     """Load both sides and evaluate; the result also says what was compared."""
     features, fid_reason = None, None
-    if args.inception_weights:
-        if not Path(args.inception_weights).is_file():
-            raise FileNotFoundError(f"--inception_weights {args.inception_weights} not found")
-        features = InceptionFeatures(args.inception_weights)
+    if options.inception_weights:
+        if not Path(options.inception_weights).is_file():
+            raise FileNotFoundError(f"--inception_weights {options.inception_weights} not found")
+        features = InceptionFeatures(options.inception_weights)
     else:
         fid_reason = ("no --inception_weights given; FID needs the standard Inception "
                       "network file (classify_image_graph_def.pb from TensorFlow's "
                       "inception-2015-12-05.tgz), which this project does not download")
-    described = {"seed": args.seed, "real_dir": generate_face.printable(args.real_dir)}
-    if args.fake_dir:
-        fake = load_generated(args.fake_dir, args.num_images, log)
-        defaults = generate_face.Preprocessing()
-        prep = generate_face.Preprocessing(
-            args.crop_h or defaults.crop_h, args.crop_w or defaults.crop_w,
-            fake.shape[1], fake.shape[2],
-            defaults.is_crop if args.is_crop is None else args.is_crop)
-        described["fake_dir"] = generate_face.printable(args.fake_dir)
+    described = {"seed": options.seed, "real_dir": generate_face.printable(options.real_dir)}
+    if options.fake_dir:
+        fake = load_generated(options.fake_dir, options.num_images, log)
+        prep = generate_face.Preprocessing(options.crop_h, options.crop_w, fake.shape[1],
+                                           fake.shape[2], options.is_crop)
+        described["fake_dir"] = generate_face.printable(options.fake_dir)
     else:
         import gan_run  # TensorFlow is imported only when a checkpoint is used
-        with gan_run.Generator(args.ckpt_dir, args.checkpoint, args.use_ema,
+        with gan_run.Generator(options.ckpt_dir, options.checkpoint or None, options.use_ema,
                                log=log) as generator:
             hparams = generator.hparams
-            use_ema = args.use_ema and hparams.uses_ema
-            log(f"generating {args.num_images} faces from {generator.checkpoint}"
+            use_ema = options.use_ema and hparams.uses_ema
+            log(f"generating {options.num_images} faces from {generator.checkpoint}"
                 f"{' (moving-average weights)' if use_ema else ''}")
-            fake = generate_faces(generator, args.num_images, args.seed)
+            fake = generate_faces(generator, options.num_images, options.seed)
         prep = gan_run.preprocessing(hparams)
         described.update(checkpoint=generator.checkpoint, step=generator.step, ema=use_ema)
-    real = load_real(args.real_dir, prep, args.num_images, args.seed, log)
-    result = evaluate(fake, real, args.seed, features, log)
+    real = load_real(options.real_dir, prep, options.num_images, options.seed, log)
+    result = evaluate(fake, real, options.seed, features, log)
     if fid_reason:
         result["fid"] = None
         result["fid_unavailable"] = fid_reason

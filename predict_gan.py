@@ -13,6 +13,7 @@ and the networks run in inference mode (batch-norm moving averages).
 """
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -26,7 +27,7 @@ import tensorflow as tf
 import complete_face
 import gan_run
 import generate_face
-from cli_flags import flag_bool
+from cli_flags import add_flags, flag_field, from_flags, misplaced
 from gan_model import ganModel
 
 tf1 = tf.compat.v1
@@ -258,22 +259,67 @@ def export_savedmodel(checkpoint, hparams, out_dir, use_ema=True):
 # Command line
 # ---------------------------------------------------------------------------
 
+SAMPLING = "sampling (no mode flag)"
+MODES = ("interpolate", "arithmetic", "complete", "export_savedmodel")  # one flag each
+WALK = ("--interpolate",)
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictOptions:
+    """predict_gan.py's options; each names the modes it belongs to."""
+    ckpt_dir: str = flag_field("ckpt", "folder of a training run; its newest checkpoint that "
+                                       "loads is used")
+    checkpoint: str = flag_field("", "a checkpoint prefix (e.g. ckpt/gan.ckpt-2000), or a "
+                                     "folder, to use instead of --ckpt_dir")
+    use_ema: bool = flag_field(True, "use the moving average of G's weights when the run "
+                                     "kept one")
+    out: str = flag_field("face.png", "picture to write",
+                          modes=(SAMPLING, "--interpolate", "--arithmetic", "--complete"))
+    seed: int = flag_field(0, "seed of the z vectors (sampling), or of a random mask and "
+                              "the starting z (--complete)", modes=(SAMPLING, "--complete"))
+    truncation: float = flag_field(1.0, "draw z in [-t, t) instead of [-1, 1): below 1, more "
+                                        "typical and less varied faces",
+                                   modes=(SAMPLING, "--interpolate"))
+    # Sampling, the default mode.
+    num: int = flag_field(64, "faces to write, tiled in a grid (1: a single face)",
+                          modes=(SAMPLING,))
+    save_z: str = flag_field("", "also save the grid's z vectors, one per cell, to this .npy",
+                             modes=(SAMPLING,), metavar="FILE.npy")
+    # Walks and arithmetic.
+    steps: int = flag_field(8, "faces per pair, both ends included", modes=WALK)
+    gif: str = flag_field("", "also write the walk as an animation to this .gif", modes=WALK,
+                          metavar="FILE.gif")
+    z_file: str = flag_field("", "z vectors from --save_z; numbers then name its cells",
+                             modes=("--interpolate", "--arithmetic"), metavar="FILE.npy")
+    # Completion.
+    mask: str = flag_field("center", f"{', '.join(complete_face.MASK_KINDS)}, or a PNG of "
+                                     f"the model's size, white = keep, black = fill",
+                           modes=("--complete",))
+    iterations: int = flag_field(300, "Adam steps on z", modes=("--complete",))
+    z_lr: float = flag_field(0.01, "Adam learning rate on z", modes=("--complete",))
+    perceptual_weight: float = flag_field(0.1, "weight of the perceptual loss against the "
+                                               "contextual one", modes=("--complete",))
+    blend: str = flag_field("poisson", "how the fill meets the photo at the seam",
+                            modes=("--complete",), choices=("poisson", "none"))
+
+    def problems(self):
+        found = [f"--{name} must be at least 1, got {getattr(self, name)}"
+                 for name in ("num", "steps", "iterations") if getattr(self, name) < 1]
+        if self.seed < 0:
+            found.append(f"--seed must be 0 or more, got {self.seed}")
+        if not 0 < self.truncation <= 1:
+            found.append(f"--truncation must be in (0, 1], got {self.truncation}")
+        if not self.z_lr > 0:
+            found.append(f"--z_lr must be above 0, got {self.z_lr}")
+        if not self.perceptual_weight >= 0:
+            found.append(f"--perceptual_weight must be 0 or more, got {self.perceptual_weight}")
+        return found
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt_dir", default="ckpt",
-                        help="folder of a training run; its newest checkpoint is used")
-    parser.add_argument("--checkpoint", default=None,
-                        help="a specific checkpoint prefix (e.g. ckpt/gan.ckpt-2000)")
-    parser.add_argument("--out", default="face.png", help="picture to write (default: face.png)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the z vectors (and of a random mask)")
-    parser.add_argument("--truncation", type=float, default=1.0,
-                        help="draw z in [-t, t) instead of [-1, 1): below 1, more typical "
-                             "and less varied faces (default: 1)")
-    parser.add_argument("--use_ema", type=flag_bool, default=True,
-                        help="use the moving average of G's weights when the run kept one "
-                             "(default: true)")
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS)
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--interpolate", metavar="A,B[,C...]",
                        help="walk through z between these seeds (or --z_file cells)")
@@ -283,50 +329,32 @@ def build_parser():
                        help="fill the --mask hole of these face photos (or folders of them)")
     modes.add_argument("--export_savedmodel", metavar="DIR",
                        help="write the generator as a SavedModel to DIR")
-    sampling = parser.add_argument_group("sampling (the default mode)")
-    sampling.add_argument("--num", type=int, default=64,
-                          help="faces to write, tiled in a grid (1: a single face)")
-    sampling.add_argument("--save_z", metavar="FILE.npy",
-                          help="also save the grid's z vectors, one per cell")
-    walk = parser.add_argument_group("--interpolate and --arithmetic")
-    walk.add_argument("--steps", type=int, default=8,
-                      help="faces per pair, both ends included (default: 8)")
-    walk.add_argument("--gif", metavar="FILE.gif", help="also write the walk as an animation")
-    walk.add_argument("--z_file", metavar="FILE.npy",
-                      help="z vectors from --save_z; numbers then name its cells")
-    fill = parser.add_argument_group("--complete")
-    fill.add_argument("--mask", default="center",
-                      help=f"{', '.join(complete_face.MASK_KINDS)}, or a PNG of the model's "
-                           f"size, white = keep, black = fill (default: center)")
-    fill.add_argument("--iterations", type=int, default=300,
-                      help="Adam steps on z (default: 300)")
-    fill.add_argument("--z_lr", type=float, default=0.01,
-                      help="Adam learning rate on z (default: 0.01)")
-    fill.add_argument("--perceptual_weight", type=float, default=0.1,
-                      help="weight of the perceptual loss against the contextual one "
-                           "(default: 0.1)")
-    fill.add_argument("--blend", choices=("poisson", "none"), default="poisson",
-                      help="how the fill meets the photo at the seam (default: poisson)")
+    add_flags(parser.add_argument_group("options (each says which modes it belongs to)"),
+              PredictOptions, suppress_defaults=True)
     return parser
 
 
-def main(argv=None):
+def parse_flags(argv=None):
+    """argv -> (mode: SAMPLING or a mode flag such as "--complete", its value,
+    PredictOptions). An option of another mode is an error."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("num", "steps", "iterations"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.seed < 0:
-        parser.error(f"--seed must be 0 or more, got {args.seed}")
-    if not 0 < args.truncation <= 1:
-        parser.error(f"--truncation must be in (0, 1], got {args.truncation}")
-    if not (args.z_lr > 0 and args.perceptual_weight >= 0):
-        parser.error("--z_lr must be above 0 and --perceptual_weight 0 or more")
+    given = vars(parser.parse_args(argv))
+    mode, value = next(((f"--{name}", given[name]) for name in MODES if name in given),
+                       (SAMPLING, None))
+    options = from_flags(PredictOptions, given)
+    problems = misplaced(PredictOptions, given, mode) + options.problems()
+    if problems:
+        parser.error("; ".join(problems))
+    return mode, value, options
+
+
+def main(argv=None):
+    mode, value, options = parse_flags(argv)
     # TensorFlow's Python-side deprecation notices (the SavedModel builder's,
     # say) are not actionable for a user of this script.
     tf.get_logger().setLevel("ERROR")
     try:
-        message = run(args)
+        message = run(mode, value, options)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -338,46 +366,51 @@ def warn(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def draw(generator, args):
+def draw(generator, mode, value, options):
     """The modes that only run the generator: a grid, a walk, arithmetic."""
     used = generator.checkpoint
-    if args.interpolate is not None:
-        points = parse_numbers(args.interpolate, "--interpolate")
-        out = interpolate(generator, points, args.steps, args.out, args.gif, args.z_file,
-                          args.truncation)
-        also = f" and {args.gif}" if args.gif else ""
-        return (f"wrote {out}{also} ({len(points) - 1} row(s) of {args.steps} steps "
+    if mode == "--interpolate":
+        points = parse_numbers(value, "--interpolate")
+        out = interpolate(generator, points, options.steps, options.out, options.gif or None,
+                          options.z_file or None, options.truncation)
+        also = f" and {options.gif}" if options.gif else ""
+        return (f"wrote {out}{also} ({len(points) - 1} row(s) of {options.steps} steps "
                 f"from {used})")
-    if args.arithmetic is not None:
-        out, _ = arithmetic(generator, args.arithmetic, args.z_file, args.out)
+    if mode == "--arithmetic":
+        out, _ = arithmetic(generator, value, options.z_file or None, options.out)
         return f"wrote {out} (the terms' faces, then the result, from {used})"
-    out = predict(generator, args.num, args.seed, args.out, args.truncation, args.save_z)
-    saved = f"; z in {args.save_z}" if args.save_z else ""
-    return f"wrote {out} ({args.num} face{'s' if args.num > 1 else ''} from {used}{saved})"
+    out = predict(generator, options.num, options.seed, options.out, options.truncation,
+                  options.save_z or None)
+    saved = f"; z in {options.save_z}" if options.save_z else ""
+    plural = "s" if options.num > 1 else ""
+    return f"wrote {out} ({options.num} face{plural} from {used}{saved})"
 
 
-def run(args):
-    """Carry out the chosen mode; returns the line to print."""
-    if args.complete is None and args.export_savedmodel is None:
-        with gan_run.Generator(args.ckpt_dir, args.checkpoint, args.use_ema,
+def run(mode, value, options):
+    """Carry out the mode (see parse_flags); returns the line to print."""
+    source = options.checkpoint or None
+    if mode not in ("--complete", "--export_savedmodel"):
+        with gan_run.Generator(options.ckpt_dir, source, options.use_ema,
                                log=warn) as generator:
-            return draw(generator, args)
+            return draw(generator, mode, value, options)
     # Completion and export build graphs of their own; given the folder, they
     # restore the checkpoint that gan_run's policy picks, as the Generator does.
-    checkpoint = args.checkpoint or args.ckpt_dir
-    hparams = gan_run.run_hparams(args.ckpt_dir, args.checkpoint)
-    if args.complete is not None:
-        known = complete_face.load_images_to_complete(args.complete, hparams)
-        mask = complete_face.build_mask(args.mask, hparams.output_h, hparams.output_w, args.seed)
+    checkpoint = source or options.ckpt_dir
+    hparams = gan_run.run_hparams(options.ckpt_dir, source)
+    if mode == "--complete":
+        known = complete_face.load_images_to_complete(value, hparams)
+        mask = complete_face.build_mask(options.mask, hparams.output_h, hparams.output_w,
+                                        options.seed)
         started = time.monotonic()
-        result = complete_face.complete(checkpoint, hparams, known, mask, args.iterations, args.z_lr,
-                          args.perceptual_weight, args.blend, args.seed, args.use_ema)
+        result = complete_face.complete(checkpoint, hparams, known, mask, options.iterations,
+                                        options.z_lr, options.perceptual_weight, options.blend,
+                                        options.seed, options.use_ema)
         columns = [result["masked"], result["generated"], result["blended"], known]
         out = generate_face.save_grid(np.stack(columns, axis=1).reshape(
-            -1, *known.shape[1:]), args.out, cols=len(columns))
+            -1, *known.shape[1:]), options.out, cols=len(columns))
         return (f"wrote {out}: one row per image: masked, generated, blended, original "
                 f"({len(known)} image(s), {time.monotonic() - started:.0f}s)")
-    out = export_savedmodel(checkpoint, hparams, args.export_savedmodel, args.use_ema)
+    out = export_savedmodel(checkpoint, hparams, value, options.use_ema)
     return (f"wrote {out}: load it with tf.saved_model.load('{out}'); "
             f"signatures serving_default (z -> images) and preprocessing")
 

@@ -211,3 +211,16 @@ def test_real_faces_halves_are_near_each_other():
                                            log=lambda *_: None)
     assert result["swd"]["avg"] < 2 * result["real_vs_real"]["avg"]
     assert blurred_result["swd"]["64"] > 3 * result["swd"]["64"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "--real_dir is required"),
+    (["--real_dir", "r", "--fake_dir", "f", "--checkpoint", "c"],
+     "--checkpoint applies to faces from a checkpoint"),
+    (["--real_dir", "r", "--crop_h", "90"], "--crop_h applies to --fake_dir only"),
+    (["--real_dir", "r", "--fake_dir", "f", "--crop_w", "0"], "--crop_w must be at least 1"),
+])
+def test_flags_of_the_other_side_and_bad_values_are_refused(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_gan.main(flags)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -270,3 +270,16 @@ def test_readme_documents_every_flag(script):
     flags = [flag for action in parser._actions for flag in action.option_strings
              if flag.startswith("--") and flag != "--help"]
     assert flags and [flag for flag in flags if f"`{flag}" not in readme] == []
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "5"], "--steps applies to --interpolate only"),
+    (["--interpolate", "1,2", "--num", "4"], "--num applies to sampling (no mode flag) only"),
+    (["--arithmetic", "1", "--mask", "left"], "--mask applies to --complete only"),
+    (["--export_savedmodel", "x", "--out", "y.png"], "--out applies to sampling"),
+    (["--complete", "a.jpg", "--z_file", "z.npy"], "--z_file applies to --interpolate and"),
+])
+def test_an_option_of_another_mode_is_refused_not_ignored(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        predict_gan.main(flags)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
