@@ -11,6 +11,7 @@ aligned faces have them, then blurred and noised a little like a photo.
 """
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -54,108 +55,134 @@ def _background(rng, width, height):
     return Image.fromarray(pixels).convert("RGBA")
 
 
+def _box(cx, cy, rx, ry):
+    """The bounding box of an ellipse in the supersampled canvas."""
+    s = SUPERSAMPLE
+    return [s * (cx - rx), s * (cy - ry), s * (cx + rx), s * (cy + ry)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Head:
+    """Where the head is and its colours, in the CelebA frame (178 x 218)."""
+    cx: float
+    cy: float
+    rx: float
+    ry: float
+    skin: tuple
+    hair: tuple
+    hair_style: str
+
+
 def _paint_person(rng, width, height):
     """Paint hair, head, features and shoulders on a transparent layer.
 
     Coordinates are in the CelebA aligned frame (178 x 218), scaled by
     SUPERSAMPLE: the eyes sit near y 112, the face fills the centre crop.
+    The painting steps draw from `rng` in a fixed order, so a face depends
+    only on its seed.
     """
-    s = SUPERSAMPLE
     layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
-
-    def box(cx, cy, rx, ry):
-        return [s * (cx - rx), s * (cy - ry), s * (cx + rx), s * (cy + ry)]
-
     skin = _jitter(SKIN_TONES[rng.integers(len(SKIN_TONES))], rng, 12)
     hair = _jitter(HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))], rng, 10)
     clothes = tuple(int(c) for c in rng.integers(0, 256, 3))
-    cx = 89.0
-    face_cy = 122.0 + rng.uniform(-3, 3)
-    face_rx = rng.uniform(33, 42)
-    face_ry = rng.uniform(45, 54)
-    hair_style = rng.choice(["short", "long", "bob", "bald", "bangs"],
-                            p=[0.3, 0.3, 0.2, 0.05, 0.15])
+    head = _Head(cx=89.0, cy=122.0 + rng.uniform(-3, 3), rx=rng.uniform(33, 42),
+                 ry=rng.uniform(45, 54), skin=skin, hair=hair,
+                 hair_style=str(rng.choice(["short", "long", "bob", "bald", "bangs"],
+                                           p=[0.3, 0.3, 0.2, 0.05, 0.15])))
+    _paint_body_and_head(draw, head, clothes, rng)
+    _paint_hair_on_top(draw, head, rng)
+    eye_y = _paint_eyes(draw, head, rng)
+    _paint_nose_and_mouth(draw, head, eye_y, rng)
+    return layer
 
-    # Shoulders and neck first: everything else overlaps them.
-    shoulder_y = face_cy + face_ry + 35
-    draw.ellipse(box(cx, shoulder_y + 40, rng.uniform(70, 90), 55), fill=clothes)
-    neck_w = face_rx * 0.55
-    draw.rectangle([s * (cx - neck_w), s * (face_cy + face_ry * 0.6),
-                    s * (cx + neck_w), s * (shoulder_y - 5)], fill=_shade(skin, 0.85))
-    if hair_style in ("long", "bob"):
-        depth = face_ry * (1.35 if hair_style == "long" else 0.75)
+
+def _paint_body_and_head(draw, head, clothes, rng):
+    """Shoulders, neck and long hair behind the head, then the ears and the head."""
+    s, cx = SUPERSAMPLE, head.cx
+    shoulder_y = head.cy + head.ry + 35
+    draw.ellipse(_box(cx, shoulder_y + 40, rng.uniform(70, 90), 55), fill=clothes)
+    neck_w = head.rx * 0.55
+    draw.rectangle([s * (cx - neck_w), s * (head.cy + head.ry * 0.6),
+                    s * (cx + neck_w), s * (shoulder_y - 5)], fill=_shade(head.skin, 0.85))
+    if head.hair_style in ("long", "bob"):
+        depth = head.ry * (1.35 if head.hair_style == "long" else 0.75)
         draw.rounded_rectangle(
-            [s * (cx - face_rx - 10), s * (face_cy - face_ry - 8),
-             s * (cx + face_rx + 10), s * (face_cy + depth)],
-            radius=s * 25, fill=hair)
-
-    # Ears, then the head.
+            [s * (cx - head.rx - 10), s * (head.cy - head.ry - 8),
+             s * (cx + head.rx + 10), s * (head.cy + depth)],
+            radius=s * 25, fill=head.hair)
     for side in (-1, 1):
-        draw.ellipse(box(cx + side * face_rx * 0.97, face_cy - 2, 6, 10),
-                     fill=_shade(skin, 0.92))
-    draw.ellipse(box(cx, face_cy, face_rx, face_ry), fill=skin)
+        draw.ellipse(_box(cx + side * head.rx * 0.97, head.cy - 2, 6, 10),
+                     fill=_shade(head.skin, 0.92))
+    draw.ellipse(_box(cx, head.cy, head.rx, head.ry), fill=head.skin)
 
-    # Hair on top of the head.
+
+def _paint_hair_on_top(draw, head, rng):
+    """A cap of hair, and for bangs a fringe that stops above the brows."""
+    if head.hair_style == "bald":
+        return
     brow_room = 14  # pixels kept free of hair above the eyes
-    if hair_style != "bald":
-        top = face_cy - face_ry
-        cap_depth = rng.uniform(14, 26)
-        draw.chord(box(cx, top + cap_depth, face_rx + 4, cap_depth + 8),
-                   180, 360, fill=hair)
-        if hair_style == "bangs":
-            # A fringe that stops above the brows.
-            fringe_depth = max(3.0, (face_ry * 0.8 - brow_room - cap_depth) / 2)
-            draw.chord(box(cx, top + cap_depth + 4, face_rx * 0.85, fringe_depth),
-                       0, 180, fill=hair)
+    top = head.cy - head.ry
+    cap_depth = rng.uniform(14, 26)
+    draw.chord(_box(head.cx, top + cap_depth, head.rx + 4, cap_depth + 8),
+               180, 360, fill=head.hair)
+    if head.hair_style == "bangs":
+        fringe_depth = max(3.0, (head.ry * 0.8 - brow_room - cap_depth) / 2)
+        draw.chord(_box(head.cx, top + cap_depth + 4, head.rx * 0.85, fringe_depth),
+                   0, 180, fill=head.hair)
 
-    # Eyes and brows, placed symmetrically around the face's centre line.
-    eye_y = face_cy - face_ry * 0.2
-    eye_dx = face_rx * rng.uniform(0.42, 0.5)
+
+def _paint_eyes(draw, head, rng):
+    """Eyes, brows and sometimes glasses, symmetric about the centre line; returns
+    the eyes' height."""
+    s, cx = SUPERSAMPLE, head.cx
+    eye_y = head.cy - head.ry * 0.2
+    eye_dx = head.rx * rng.uniform(0.42, 0.5)
     eye_rx, eye_ry = rng.uniform(6, 8.5), rng.uniform(3, 4.5)
     iris = _jitter(EYE_COLOURS[rng.integers(len(EYE_COLOURS))], rng, 10)
     gaze = rng.uniform(-1.5, 1.5)
     brow_lift = rng.uniform(7, 11)
-    brow_colour = _shade(hair, 0.8) if hair_style != "bald" else _shade(skin, 0.5)
+    brow_colour = (_shade(head.hair, 0.8) if head.hair_style != "bald"
+                   else _shade(head.skin, 0.5))
     for side in (-1, 1):
         ex = cx + side * eye_dx
-        draw.ellipse(box(ex, eye_y, eye_rx, eye_ry), fill=(245, 245, 240))
-        draw.ellipse(box(ex + gaze, eye_y, eye_ry * 0.9, eye_ry * 0.9), fill=iris)
-        draw.ellipse(box(ex + gaze, eye_y, eye_ry * 0.4, eye_ry * 0.4), fill=(10, 10, 10))
+        draw.ellipse(_box(ex, eye_y, eye_rx, eye_ry), fill=(245, 245, 240))
+        draw.ellipse(_box(ex + gaze, eye_y, eye_ry * 0.9, eye_ry * 0.9), fill=iris)
+        draw.ellipse(_box(ex + gaze, eye_y, eye_ry * 0.4, eye_ry * 0.4), fill=(10, 10, 10))
         draw.line([s * (ex - eye_rx), s * (eye_y - brow_lift),
                    s * (ex + eye_rx), s * (eye_y - brow_lift - 1.5)],
                   fill=brow_colour, width=int(s * rng.uniform(2, 3.5)))
     if rng.random() < 0.12:  # glasses
         frame = tuple(int(c) for c in rng.integers(0, 80, 3))
         for side in (-1, 1):
-            draw.ellipse(box(cx + side * eye_dx, eye_y, eye_rx + 4, eye_ry + 5),
+            draw.ellipse(_box(cx + side * eye_dx, eye_y, eye_rx + 4, eye_ry + 5),
                          outline=frame, width=2 * s)
         draw.line([s * (cx - eye_dx + eye_rx + 4), s * eye_y,
                    s * (cx + eye_dx - eye_rx - 4), s * eye_y], fill=frame, width=2 * s)
+    return eye_y
 
-    # Nose: a shadowed ridge and nostrils.
-    nose_y = face_cy + face_ry * 0.15
-    nose_colour = _shade(skin, 0.78)
+
+def _paint_nose_and_mouth(draw, head, eye_y, rng):
+    """A shadowed nose ridge and nostrils; a smile, a neutral line or an open mouth."""
+    s, cx, skin = SUPERSAMPLE, head.cx, head.skin
+    nose_y = head.cy + head.ry * 0.15
     draw.line([s * (cx + 1), s * (eye_y + 4), s * (cx + 3), s * nose_y],
-              fill=nose_colour, width=s * 2)
+              fill=_shade(skin, 0.78), width=s * 2)
     for side in (-1, 1):
-        draw.ellipse(box(cx + side * 4, nose_y + 1, 2.2, 1.5), fill=_shade(skin, 0.6))
-
-    # Mouth: a smile, a neutral line or an open mouth.
-    mouth_y = face_cy + face_ry * rng.uniform(0.42, 0.5)
-    mouth_w = face_rx * rng.uniform(0.35, 0.5)
+        draw.ellipse(_box(cx + side * 4, nose_y + 1, 2.2, 1.5), fill=_shade(skin, 0.6))
+    mouth_y = head.cy + head.ry * rng.uniform(0.42, 0.5)
+    mouth_w = head.rx * rng.uniform(0.35, 0.5)
     lips = _shade(_jitter((180, 80, 80), rng, 20), rng.uniform(0.8, 1.05))
     expression = rng.choice(["smile", "neutral", "open"], p=[0.5, 0.3, 0.2])
     if expression == "smile":
-        draw.chord(box(cx, mouth_y - 3, mouth_w, 7), 0, 180, fill=lips)
-        draw.chord(box(cx, mouth_y - 3, mouth_w * 0.8, 4), 0, 180, fill=(250, 250, 245))
+        draw.chord(_box(cx, mouth_y - 3, mouth_w, 7), 0, 180, fill=lips)
+        draw.chord(_box(cx, mouth_y - 3, mouth_w * 0.8, 4), 0, 180, fill=(250, 250, 245))
     elif expression == "open":
-        draw.ellipse(box(cx, mouth_y, mouth_w * 0.6, 5), fill=lips)
-        draw.ellipse(box(cx, mouth_y, mouth_w * 0.4, 3), fill=(60, 20, 20))
+        draw.ellipse(_box(cx, mouth_y, mouth_w * 0.6, 5), fill=lips)
+        draw.ellipse(_box(cx, mouth_y, mouth_w * 0.4, 3), fill=(60, 20, 20))
     else:
         draw.line([s * (cx - mouth_w), s * mouth_y, s * (cx + mouth_w), s * mouth_y],
                   fill=lips, width=int(s * 2.5))
-    return layer
 
 
 def draw_demo_face(rng):

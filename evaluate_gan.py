@@ -489,7 +489,7 @@ def main(argv=None):
     options = parse_flags(argv)
     log = (lambda text: print(text, file=sys.stderr, flush=True)) if options.json else print
     try:
-        result = run(options, log)
+        result = load_and_evaluate(options, log)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -497,7 +497,7 @@ def main(argv=None):
     return 0
 
 
-def run(options, log):
+def load_and_evaluate(options, log):
     """Load both sides and evaluate; the result also says what was compared."""
     features, fid_reason = None, None
     if options.inception_weights:

@@ -279,8 +279,9 @@ def leaky_relu(x, slope):
 
 
 @dataclasses.dataclass
-class GanGraph:
-    """The tensors and ops of a built training graph (see ganModel.build_model)."""
+class GanOutputs:
+    """The losses, D outputs, fakes and summaries of a training step (see
+    ganModel.build_model)."""
     d_loss: tf.Tensor         # D's loss: d_loss_real + d_loss_fake
     d_loss_real: tf.Tensor    # cross-entropy of real images against label 1
     d_loss_fake: tf.Tensor    # cross-entropy of generated images against label 0
@@ -299,8 +300,8 @@ class ganModel:
 
     Usage:
         model = ganModel(hparams)
-        graph = model.build_model(real_images, z)
-        d_train_op, g_train_op = model.optimizers(graph, global_step)
+        outputs = model.build_model(real_images, z)
+        d_train_op, g_train_op = model.optimizers(outputs, global_step)
         samples = model.generator(sample_z, is_training=False)
     """
 
@@ -402,7 +403,7 @@ class ganModel:
           z: float32 [M, z_dim], uniform in [-1, 1).
 
         Returns:
-          GanGraph.
+          GanOutputs.
         """
         fake_images = self.generator(z, is_training=True)
         d_real_prob, d_real_logits = self.discriminator(real_images, True,
@@ -436,8 +437,8 @@ class ganModel:
             summary.scalar("loss/g_loss", g_loss),
             summary.scalar("train/learning_rate_g", tf.constant(self.hp.g_lr)),
         ])
-        return GanGraph(d_loss, d_loss_real, d_loss_fake, g_loss, d_real, d_fake,
-                        d_real_logits, d_fake_logits, fake_images, d_summary, g_summary)
+        return GanOutputs(d_loss, d_loss_real, d_loss_fake, g_loss, d_real, d_fake,
+                          d_real_logits, d_fake_logits, fake_images, d_summary, g_summary)
 
     def completion_losses(self, z, known, weights, use_ema=False):
         """Losses of semantic image completion (Yeh et al. 2017), per image.
@@ -492,7 +493,7 @@ class ganModel:
                                        for scope in ("generator", "discriminator")}
         return self._network_variables
 
-    def optimizers(self, graph, global_step):
+    def optimizers(self, outputs, global_step):
         """Adam train ops: (d_train_op, g_train_op).
 
         Each op updates only its own network's variables and runs only its
@@ -506,11 +507,11 @@ class ganModel:
         with tf.control_dependencies(self.bn_updates["discriminator"]):
             d_train_op = tf1.train.AdamOptimizer(hp.d_lr, beta1=hp.beta1,
                                                  name="d_adam").minimize(
-                graph.d_loss, global_step=global_step, var_list=d_vars)
+                outputs.d_loss, global_step=global_step, var_list=d_vars)
         with tf.control_dependencies(self.bn_updates["generator"]):
             g_adam_op = tf1.train.AdamOptimizer(hp.g_lr, beta1=hp.beta1,
                                                 name="g_adam").minimize(
-                graph.g_loss, var_list=g_vars)
+                outputs.g_loss, var_list=g_vars)
         with tf.control_dependencies([g_adam_op]):
             g_train_op = self.ema_update(network_variables["generator"], global_step)
         return d_train_op, g_train_op
@@ -548,7 +549,7 @@ def images_from_uint8(images):
     return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
-def image_grid(images, rows, cols):
+def tile_images(images, rows, cols):
     """Tile [rows*cols, H, W, C] images into one [1, rows*H, cols*W, C] picture."""
     _, height, width, channels = images.shape
     x = tf.reshape(images, [rows, cols, height, width, channels])

@@ -354,7 +354,7 @@ def main(argv=None):
     # say) are not actionable for a user of this script.
     tf.get_logger().setLevel("ERROR")
     try:
-        message = run(mode, value, options)
+        message = carry_out(mode, value, options)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -386,7 +386,7 @@ def draw(generator, mode, value, options):
     return f"wrote {out} ({options.num} face{plural} from {used}{saved})"
 
 
-def run(mode, value, options):
+def carry_out(mode, value, options):
     """Carry out the mode (see parse_flags); returns the line to print."""
     source = options.checkpoint or None
     if mode not in ("--complete", "--export_savedmodel"):

@@ -26,7 +26,7 @@ from tensorboard.plugins.hparams import api as hp_api
 import gan_run
 import generate_face
 from cli_flags import add_flags, flag_field
-from gan_model import HParams, finite_or_zero, ganModel, image_grid, images_from_uint8
+from gan_model import HParams, finite_or_zero, ganModel, images_from_uint8, tile_images
 
 tf1 = tf.compat.v1
 
@@ -293,13 +293,13 @@ def build_input(images, hparams):
 
 
 @dataclasses.dataclass
-class TrainingGraph:
+class TrainingParts:
     """Everything the training loop runs (see build_training_graph)."""
     graph: tf.Graph
     iterator: object          # tf.data iterator over uint8 batches
     start_batch: tf.Tensor    # int64 placeholder fed when the iterator is initialised
     z: tf.Tensor              # placeholder [None, z_dim]
-    gan: object               # gan_model.GanGraph
+    gan: object               # gan_model.GanOutputs
     global_step: tf.Variable
     d_train_op: tf.Operation
     g_train_op: tf.Operation
@@ -332,7 +332,7 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
         samples = model.generator(sample_z, is_training=False, use_ema=hparams.uses_ema)
         # Written on sample steps only: the grid, and every layer's weights.
         samples_summary = tf1.summary.merge(
-            [tf1.summary.image("samples", image_grid(samples, rows, cols))]
+            [tf1.summary.image("samples", tile_images(samples, rows, cols))]
             + [tf1.summary.histogram(f"weights/{v.op.name}", finite_or_zero(v))
                for v in tf1.trainable_variables() if v.op.name.endswith("/w")])
 
@@ -351,7 +351,7 @@ def build_training_graph(hparams, images, keep_checkpoints=5):
         saver = tf1.train.Saver(max_to_keep=keep_checkpoints, save_relative_paths=True)
         init = tf1.global_variables_initializer()
     graph.finalize()  # the loop must not grow the graph
-    return TrainingGraph(graph, iterator, start_batch, z, gan, global_step, d_train_op,
+    return TrainingParts(graph, iterator, start_batch, z, gan, global_step, d_train_op,
                          g_train_op, samples, samples_summary, saver, init, weights_finite)
 
 
