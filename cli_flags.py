@@ -71,3 +71,10 @@ def misplaced(cls, given, mode):
         if field.name in given and modes is not None and mode not in modes:
             found.append(f"--{field.name} applies to {' and '.join(modes)} only")
     return found
+
+
+def below(options, names, minimum):
+    """Messages for the fields among `names` whose value is below `minimum` (0 or 1)."""
+    wording = "at least 1" if minimum == 1 else f"{minimum} or more"
+    return [f"--{name} must be {wording}, got {getattr(options, name)}"
+            for name in names if getattr(options, name) < minimum]

@@ -33,7 +33,7 @@ import scipy.ndimage
 from PIL import Image
 
 import generate_face
-from cli_flags import add_flags, flag_field, from_flags, misplaced
+from cli_flags import add_flags, below, flag_field, from_flags, misplaced
 
 # Sliced Wasserstein distance settings of Progressive GAN.
 PATCH_SIZE = 7            # neighbourhoods are PATCH_SIZE x PATCH_SIZE x 3
@@ -456,12 +456,7 @@ class EvaluateOptions:
             found.append("--real_dir is required: a folder of real face photos")
         if self.num_images < 2:
             found.append(f"--num_images must be at least 2, got {self.num_images}")
-        if self.seed < 0:
-            found.append(f"--seed must be 0 or more, got {self.seed}")
-        for name in ("crop_h", "crop_w"):
-            if getattr(self, name) < 1:
-                found.append(f"--{name} must be at least 1, got {getattr(self, name)}")
-        return found
+        return found + below(self, ["seed"], 0) + below(self, ["crop_h", "crop_w"], 1)
 
 
 def build_parser():

@@ -12,7 +12,7 @@ import math
 
 import tensorflow as tf
 
-from cli_flags import flag_field
+from cli_flags import below, flag_field
 
 tf1 = tf.compat.v1
 
@@ -62,8 +62,10 @@ class HParams:
                                          "weights used for samples and prediction "
                                          "(e.g. 0.999); 0: the trained weights")
     seed: int = flag_field(0, "seed of weights, data order and z")
-    precision: str = flag_field("fp32", "fp32, or bf16: convolutions and matmuls in bfloat16, "
-                                        "variables, batch-norm statistics, losses, Adam in fp32")
+    precision: str = flag_field("fp32", "fp32; bf16: convolutions and matmuls in bfloat16 "
+                                        "(variables, batch-norm statistics, losses and Adam "
+                                        "stay fp32); auto: bf16 where the hardware has it "
+                                        "natively, else fp32")
 
     # Fields that decide variable shapes: a checkpoint only fits a graph
     # built with the same values.
@@ -77,9 +79,8 @@ class HParams:
             if value < 16 or value % 16:
                 found.append(f"--{name} must be a positive multiple of 16 (the "
                              f"generator doubles 4x4 four times), got {value}")
-        for name in ("crop_h", "crop_w", "z_dim", "gf_dim", "df_dim", "batch_size", "g_steps"):
-            if getattr(self, name) < 1:
-                found.append(f"--{name} must be at least 1, got {getattr(self, name)}")
+        found += below(self, ["crop_h", "crop_w", "z_dim", "gf_dim", "df_dim", "batch_size",
+                              "g_steps"], 1)
         for name in ("init_stddev", "bn_epsilon", "learning_rate"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -99,9 +100,7 @@ class HParams:
         if self.precision not in (AUTO_PRECISION, *PRECISIONS):
             found.append(f"--precision must be one of {AUTO_PRECISION}, "
                          f"{', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.seed < 0:
-            found.append(f"--seed must be 0 or more, got {self.seed}")
-        return found
+        return found + below(self, ["seed"], 0)
 
     def validate(self):
         """Raise ValueError listing every bad value."""

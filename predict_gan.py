@@ -27,7 +27,7 @@ import tensorflow as tf
 import complete_face
 import gan_run
 import generate_face
-from cli_flags import add_flags, flag_field, from_flags, misplaced
+from cli_flags import add_flags, below, flag_field, from_flags, misplaced
 from gan_model import ganModel
 
 tf1 = tf.compat.v1
@@ -303,10 +303,7 @@ class PredictOptions:
                             modes=("--complete",), choices=("poisson", "none"))
 
     def problems(self):
-        found = [f"--{name} must be at least 1, got {getattr(self, name)}"
-                 for name in ("num", "steps", "iterations") if getattr(self, name) < 1]
-        if self.seed < 0:
-            found.append(f"--seed must be 0 or more, got {self.seed}")
+        found = below(self, ["num", "steps", "iterations"], 1) + below(self, ["seed"], 0)
         if not 0 < self.truncation <= 1:
             found.append(f"--truncation must be in (0, 1], got {self.truncation}")
         if not self.z_lr > 0:

@@ -25,7 +25,7 @@ from tensorboard.plugins.hparams import api as hp_api
 
 import gan_run
 import generate_face
-from cli_flags import add_flags, flag_field
+from cli_flags import add_flags, below, flag_field
 from gan_model import HParams, finite_or_zero, ganModel, images_from_uint8, tile_images
 
 tf1 = tf.compat.v1
@@ -60,19 +60,12 @@ class RunConfig:
                                             "faces, for this many steps (0: no watchdog)")
 
     def problems(self):
-        found = []
-        if self.max_steps < 0:
-            found.append(f"--max_steps must be 0 or more, got {self.max_steps}")
+        found = below(self, ["max_steps"], 0)
         if not (self.max_minutes >= 0 and math.isfinite(self.max_minutes)):
             found.append(f"--max_minutes must be 0 (no limit) or a positive number of "
                          f"minutes, got {self.max_minutes}")
-        for name in ("log_every", "sample_every", "ckpt_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                found.append(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("nan_rollbacks", "collapse_window"):
-            if getattr(self, name) < 0:
-                found.append(f"--{name} must be 0 or more, got {getattr(self, name)}")
-        return found
+        found += below(self, ["log_every", "sample_every", "ckpt_every", "keep_checkpoints"], 1)
+        return found + below(self, ["nan_rollbacks", "collapse_window"], 0)
 
 
 # ---------------------------------------------------------------------------
