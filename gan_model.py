@@ -548,6 +548,12 @@ def images_from_uint8(images):
     return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
+def images_to_uint8(images):
+    """float32 in [-1, 1] -> uint8 [N, H, W, 3], rounded, inside the graph (the
+    graph's twin of generate_face.to_uint8)."""
+    return tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0, 255), tf.uint8)
+
+
 def tile_images(images, rows, cols):
     """Tile [rows*cols, H, W, C] images into one [1, rows*H, cols*W, C] picture."""
     _, height, width, channels = images.shape

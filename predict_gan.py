@@ -28,7 +28,7 @@ import complete_face
 import gan_run
 import generate_face
 from cli_flags import add_flags, below, flag_field, from_flags, misplaced
-from gan_model import ganModel
+from gan_model import ganModel, images_to_uint8
 
 tf1 = tf.compat.v1
 
@@ -221,8 +221,7 @@ def export_savedmodel(checkpoint, hparams, out_dir, use_ema=True):
         images = ganModel(hparams).generator(
             z, is_training=False, use_ema=use_ema and hparams.uses_ema)
         images = tf.identity(images, name="images")
-        images_uint8 = tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0, 255),
-                               tf.uint8, name="images_uint8")
+        images_uint8 = tf.identity(images_to_uint8(images), name="images_uint8")
         constants = {name: tf.constant(value, name=name) for name, value in (
             ("crop_h", hparams.crop_h), ("crop_w", hparams.crop_w),
             ("is_crop", hparams.is_crop), ("output_h", hparams.output_h),
