@@ -22,6 +22,8 @@ tf1 = tf.compat.v1
 # (see hardware.resolve_precision).
 PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16}
 AUTO_PRECISION = "auto"
+# How an iteration's G update gets its generated batch (see ganModel.optimizers).
+SCHEDULES = ("classic", "reuse_fake")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,9 @@ class HParams:
     z_dim: int = flag_field(100, "length of the latent vector z")
     gf_dim: int = flag_field(64, "generator filters in its last hidden layer (x2, x4, x8 up)")
     df_dim: int = flag_field(64, "discriminator filters in its first layer (x2, x4, x8 deeper)")
+    kernel_size: int = flag_field(5, "side of every stride-2 convolution's kernel (5: the "
+                                     "classic TF1 DCGAN; 4: the PyTorch DCGAN, 0.64x the "
+                                     "FLOPs)")
     init_stddev: float = flag_field(0.02, "standard deviation of the initial weights")
     bn_epsilon: float = flag_field(1e-5, "batch-norm variance epsilon")
     bn_momentum: float = flag_field(0.9, "batch-norm moving-average momentum")
@@ -58,6 +63,10 @@ class HParams:
     real_label: float = flag_field(1.0, "D's target for real images; 0.9 is one-sided "
                                         "label smoothing")
     g_steps: int = flag_field(1, "G updates per D update, on the same z")
+    schedule: str = flag_field("classic", "classic: the G update runs G(z) again; reuse_fake: "
+                                          "it reuses the D update's G(z), judged by the "
+                                          "updated D (the PyTorch DCGAN's schedule)",
+                               choices=SCHEDULES)
     g_ema_decay: float = flag_field(0.0, "decay of an exponential moving average of G's "
                                          "weights used for samples and prediction "
                                          "(e.g. 0.999); 0: the trained weights")
@@ -69,7 +78,7 @@ class HParams:
 
     # Fields that decide variable shapes: a checkpoint only fits a graph
     # built with the same values.
-    ARCHITECTURE = ("output_h", "output_w", "z_dim", "gf_dim", "df_dim")
+    ARCHITECTURE = ("output_h", "output_w", "z_dim", "gf_dim", "df_dim", "kernel_size")
 
     def problems(self):
         """Human-readable reasons these values cannot train (empty if fine)."""
@@ -81,6 +90,15 @@ class HParams:
                              f"generator doubles 4x4 four times), got {value}")
         found += below(self, ["crop_h", "crop_w", "z_dim", "gf_dim", "df_dim", "batch_size",
                               "g_steps"], 1)
+        if self.kernel_size < 2:
+            found.append(f"--kernel_size must be at least 2 (the stride), got "
+                         f"{self.kernel_size}")
+        if self.schedule not in SCHEDULES:
+            found.append(f"--schedule must be one of {', '.join(SCHEDULES)}, got "
+                         f"{self.schedule!r}")
+        if self.schedule == "reuse_fake" and self.g_steps != 1:
+            found.append("--schedule reuse_fake takes one G update per D update; "
+                         "leave --g_steps at 1")
         for name in ("init_stddev", "bn_epsilon", "learning_rate"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -201,23 +219,29 @@ def linear(x, units, stddev, name, bias=True):
         return _add_bias(y, units) if bias else y
 
 
-def conv2d(x, filters, stddev, name, bias=True):
-    """5x5 convolution with stride 2: [N, H, W, C] -> [N, H/2, W/2, filters]."""
+def conv2d(x, filters, stddev, name, bias=True, kernel_size=5):
+    """kxk convolution with stride 2: [N, H, W, C] -> [N, H/2, W/2, filters].
+
+    SAME padding: for k = 4 that is one pixel on each side, as in the
+    PyTorch DCGAN's Conv2d(k=4, stride=2, padding=1).
+    """
     with tf1.variable_scope(name):
-        w = _weights("w", [5, 5, x.shape[-1], filters], stddev, True, x.dtype)
+        w = _weights("w", [kernel_size, kernel_size, x.shape[-1], filters], stddev, True,
+                     x.dtype)
         y = tf.nn.conv2d(x, w, strides=[1, 2, 2, 1], padding="SAME")
         return _add_bias(y, filters) if bias else y
 
 
-def deconv2d(x, filters, stddev, name, bias=True):
-    """5x5 transposed convolution, stride 2: [N, H, W, C] -> [N, 2H, 2W, filters].
+def deconv2d(x, filters, stddev, name, bias=True, kernel_size=5):
+    """kxk transposed convolution, stride 2: [N, H, W, C] -> [N, 2H, 2W, filters].
 
     The output shape takes the batch size from the tensor at run time, so
     the same graph serves any batch size.
     """
     with tf1.variable_scope(name):
         height, width = 2 * x.shape[1], 2 * x.shape[2]
-        w = _weights("w", [5, 5, filters, x.shape[-1]], stddev, True, x.dtype)
+        w = _weights("w", [kernel_size, kernel_size, filters, x.shape[-1]], stddev, True,
+                     x.dtype)
         out_shape = tf.stack([tf.shape(x)[0], height, width, filters])
         y = tf.nn.conv2d_transpose(x, w, out_shape, strides=[1, 2, 2, 1], padding="SAME")
         y.set_shape([None, height, width, filters])
@@ -360,9 +384,11 @@ class ganModel:
             x = bn_relu(x, "bn0")                                    # [N, 4, 4, gf_dim*8]
             # [N, 8, 8, gf_dim*4] -> [N, 16, 16, gf_dim*2] -> [N, 32, 32, gf_dim]
             for i, filters in enumerate((hp.gf_dim * 4, hp.gf_dim * 2, hp.gf_dim), start=1):
-                x = bn_relu(deconv2d(x, filters, hp.init_stddev, f"deconv{i}", bias=False),
+                x = bn_relu(deconv2d(x, filters, hp.init_stddev, f"deconv{i}", bias=False,
+                                     kernel_size=hp.kernel_size),
                             f"bn{i}")
-            x = deconv2d(x, 3, hp.init_stddev, "deconv4")            # [N, 64, 64, 3]
+            x = deconv2d(x, 3, hp.init_stddev, "deconv4",
+                         kernel_size=hp.kernel_size)                 # [N, 64, 64, 3]
             return tf.cast(tf.tanh(x), tf.float32)
 
     def discriminator(self, images, is_training, update_moving_stats=False):
@@ -383,11 +409,13 @@ class ganModel:
 
         with tf1.variable_scope("discriminator", reuse=tf1.AUTO_REUSE):
             x = tf.cast(images, self.compute_dtype)
-            x = leaky_relu(conv2d(x, hp.df_dim, hp.init_stddev, "conv0"),
+            x = leaky_relu(conv2d(x, hp.df_dim, hp.init_stddev, "conv0",
+                                  kernel_size=hp.kernel_size),
                            hp.lrelu_slope)                           # [N, 32, 32, df_dim]
             # [N, 16, 16, df_dim*2] -> [N, 8, 8, df_dim*4] -> [N, 4, 4, df_dim*8]
             for i, filters in enumerate((hp.df_dim * 2, hp.df_dim * 4, hp.df_dim * 8), start=1):
-                x = bn_lrelu(conv2d(x, filters, hp.init_stddev, f"conv{i}", bias=False),
+                x = bn_lrelu(conv2d(x, filters, hp.init_stddev, f"conv{i}", bias=False,
+                                    kernel_size=hp.kernel_size),
                              f"bn{i}")
             flat_size = x.shape[1] * x.shape[2] * x.shape[3]
             logits = linear(tf.reshape(x, [-1, flat_size]), 1, hp.init_stddev, "linear")
@@ -408,11 +436,6 @@ class ganModel:
         d_real_prob, d_real_logits = self.discriminator(real_images, True,
                                                         update_moving_stats=True)
         d_fake_prob, d_fake_logits = self.discriminator(fake_images, True)
-
-        def cross_entropy(logits, label):
-            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-                labels=tf.fill(tf.shape(logits), label), logits=logits))
-
         d_loss_real = cross_entropy(d_real_logits, self.hp.real_label)
         d_loss_fake = cross_entropy(d_fake_logits, 0.0)
         d_loss = d_loss_real + d_loss_fake
@@ -432,12 +455,15 @@ class ganModel:
             summary.histogram("hist/D_G_z", finite_or_zero(d_fake_prob)),
             summary.scalar("train/learning_rate_d", tf.constant(self.hp.d_lr)),
         ])
-        g_summary = summary.merge([
-            summary.scalar("loss/g_loss", g_loss),
-            summary.scalar("train/learning_rate_g", tf.constant(self.hp.g_lr)),
-        ])
         return GanOutputs(d_loss, d_loss_real, d_loss_fake, g_loss, d_real, d_fake,
-                          d_real_logits, d_fake_logits, fake_images, d_summary, g_summary)
+                          d_real_logits, d_fake_logits, fake_images, d_summary,
+                          self._g_summary(g_loss))
+
+    def _g_summary(self, g_loss):
+        return tf1.summary.merge([
+            tf1.summary.scalar("loss/g_loss", g_loss),
+            tf1.summary.scalar("train/learning_rate_g", tf.constant(self.hp.g_lr)),
+        ])
 
     def completion_losses(self, z, known, weights, use_ema=False):
         """Losses of semantic image completion (Yeh et al. 2017), per image.
@@ -499,6 +525,11 @@ class ganModel:
         own network's batch-norm moving-average updates. The D op increments
         `global_step`, so the step counts training iterations. The G op then
         moves the generator's EMA shadows (see `ema_update`).
+
+        With --schedule reuse_fake, the G op trains on the D update's own
+        generated batch, judged again by D once D's update is done (so both
+        ops go in one sess.run, and G(z) is computed once); `outputs.g_loss`
+        and `outputs.g_summary` then become that loss's.
         """
         g_vars, d_vars = self.split_variables()
         network_variables = self.network_variables()  # before Adam adds its slots
@@ -507,6 +538,13 @@ class ganModel:
             d_train_op = tf1.train.AdamOptimizer(hp.d_lr, beta1=hp.beta1,
                                                  name="d_adam").minimize(
                 outputs.d_loss, global_step=global_step, var_list=d_vars)
+        if hp.schedule == "reuse_fake":
+            # Every op of this second D pass, its weight reads included, waits
+            # for D's update: the PyTorch DCGAN's G step sees the updated D.
+            with tf.control_dependencies([d_train_op]):
+                _, logits = self.discriminator(outputs.fake_images, is_training=True)
+            outputs.g_loss = cross_entropy(logits, 1.0)
+            outputs.g_summary = self._g_summary(outputs.g_loss)
         with tf.control_dependencies(self.bn_updates["generator"]):
             g_adam_op = tf1.train.AdamOptimizer(hp.g_lr, beta1=hp.beta1,
                                                 name="g_adam").minimize(
@@ -532,6 +570,12 @@ class ganModel:
             shadow = self._ema_shadow(variable)
             updates.append(shadow.assign_sub((1.0 - decay) * (shadow - variable)))
         return tf.group(*updates, name="g_ema_update")
+
+
+def cross_entropy(logits, label):
+    """Mean sigmoid cross-entropy of logits against one label for all."""
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.fill(tf.shape(logits), label), logits=logits))
 
 
 def finite_or_zero(tensor):

@@ -506,12 +506,18 @@ class Trainer:
         feed = {parts.z: generate_face.train_z(hp.seed, self.step, hp.batch_size, hp.z_dim)}
         # (1) Update D: maximise log D(x) + log(1 - D(G(z))).
         d_fetch = [parts.d_train_op, gan.d_loss, gan.d_real, gan.d_fake]
-        d_out = self.sess.run(d_fetch + [gan.d_summary] * report, feed)
+        d_fetch += [gan.d_summary] * report
         # (2) Update G: maximise log D(G(z)), then check every weight is finite.
-        for _ in range(hp.g_steps - 1):
-            self.sess.run(parts.g_train_op, feed)
         g_fetch = [parts.g_train_op, gan.g_loss, parts.weights_finite]
-        g_out = self.sess.run(g_fetch + [gan.g_summary] * report, feed)
+        g_fetch += [gan.g_summary] * report
+        if hp.schedule == "reuse_fake":  # both in one run: G(z) is computed once
+            both = self.sess.run(d_fetch + g_fetch, feed)
+            d_out, g_out = both[:len(d_fetch)], both[len(d_fetch):]
+        else:
+            d_out = self.sess.run(d_fetch, feed)
+            for _ in range(hp.g_steps - 1):
+                self.sess.run(parts.g_train_op, feed)
+            g_out = self.sess.run(g_fetch, feed)
         self.step += 1
         return StepOutput(d_out[1], g_out[1], d_out[2], d_out[3], bool(g_out[2]),
                           d_out[4:] + g_out[3:])

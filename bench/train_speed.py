@@ -46,7 +46,7 @@ tf1 = tf.compat.v1
 
 def layer_flops(hparams):
     """Forward multiply-add FLOPs per image: ({G layer: flops}, {D layer: flops})."""
-    h, w, k2 = hparams.output_h // 16, hparams.output_w // 16, 25
+    h, w, k2 = hparams.output_h // 16, hparams.output_w // 16, hparams.kernel_size ** 2
     gen = {"linear": 2 * hparams.z_dim * h * w * hparams.gf_dim * 8}
     channels = [hparams.gf_dim * 8, hparams.gf_dim * 4, hparams.gf_dim * 2, hparams.gf_dim, 3]
     for i in range(4):  # a transposed conv costs k*k*Cout per input pixel and channel

@@ -340,3 +340,54 @@ def test_generator_on_ema_weights_differs_from_the_trained_one():
         # A freshly initialised G draws near-zero pictures: compare relatively.
         assert np.abs(trained_faces - ema_faces).max() > 0.05 * np.abs(trained_faces).max()
         parts["sess"].close()
+
+
+# ---------------------------------------------------------------------------
+# Levers for speed: kernel size, and the G update reusing the D update's G(z).
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("height, width", [(64, 64), (32, 48), (96, 80)])
+def test_kernel_4_keeps_every_shape(height, width):
+    hparams = dataclasses.replace(TINY, kernel_size=4, output_h=height, output_w=width)
+    with built(hparams) as parts:
+        fake, judged = parts["sess"].run([parts["sampled"], parts["judged"]], {
+            parts["z"]: np.zeros((3, TINY.z_dim)), parts["real"]: np.zeros((5, height, width, 3))})
+        shapes = {v.op.name: v.shape.as_list() for v in tf1.trainable_variables()}
+    assert fake.shape == (3, height, width, 3) and judged.shape == (5, 1)
+    assert shapes["generator/deconv4/w"] == [4, 4, 3, TINY.gf_dim]
+    assert shapes["discriminator/conv0/w"] == [4, 4, 3, TINY.df_dim]
+    assert HParams().architecture_differences(hparams)[-1] == ("kernel_size", 5, 4)
+
+
+def test_reuse_fake_schedule_takes_the_classic_iteration_in_one_run():
+    """The classic G update recomputes G(z) with G's weights unchanged by the D
+    update, so reusing the D update's G(z) is the same iteration, one G
+    forward pass cheaper: both schedules end with the same weights."""
+    weights = {}
+    for schedule in ("classic", "reuse_fake"):
+        with built(dataclasses.replace(TINY, schedule=schedule)) as parts:
+            sess, data = parts["sess"], feed(parts, 4)
+            for _ in range(2):
+                if schedule == "classic":
+                    sess.run(parts["d_op"], data)
+                    sess.run(parts["g_op"], data)
+                else:  # its G op waits for the D op: one run does both
+                    sess.run([parts["d_op"], parts["g_op"]], data)
+            names = sorted(v.op.name for v in tf1.global_variables()
+                           if v.op.name.startswith(("generator/", "discriminator/")))
+            weights[schedule] = dict(zip(names, sess.run(
+                [variable(parts, name) for name in names])))
+            assert sess.run(parts["step"]) == 2
+    assert weights["classic"].keys() == weights["reuse_fake"].keys()
+    for name, value in weights["classic"].items():
+        np.testing.assert_allclose(weights["reuse_fake"][name], value, rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_schedule_and_kernel_flags_are_validated():
+    with pytest.raises(ValueError, match="--schedule must be one of classic, reuse_fake"):
+        HParams(schedule="fast").validate()
+    with pytest.raises(ValueError, match="leave --g_steps at 1"):
+        HParams(schedule="reuse_fake", g_steps=2).validate()
+    with pytest.raises(ValueError, match="--kernel_size must be at least 2"):
+        HParams(kernel_size=1).validate()
