@@ -395,6 +395,25 @@ class FaceCache:
         return self.load()
 
 
+def split_folder(source, out_dir, held_out, seed=0):
+    """Split the images of `source` by file into out_dir/train and out_dir/held_out.
+
+    `held_out` files, picked by a seeded permutation, go to held_out/, the
+    rest to train/, as symbolic links (nothing is copied). Returns the two
+    folders. Running it again with the same arguments changes nothing.
+    """
+    paths = list_image_files(source)
+    order = np.random.default_rng(seed).permutation(len(paths))
+    for name, picked in (("held_out", order[:held_out]), ("train", order[held_out:])):
+        folder = Path(out_dir) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in picked:
+            link = folder / Path(paths[i]).name
+            if not link.exists():
+                link.symlink_to(Path(paths[i]).resolve())
+    return Path(out_dir) / "train", Path(out_dir) / "held_out"
+
+
 def load_dataset(data_root, prep=Preprocessing(), cache_dir=None, workers=None, log=print):
     """Every usable image of a folder, preprocessed; through the cache if given.
 

@@ -55,21 +55,6 @@ def run_folder(work_dir, name):
     return work_dir / "runs" / slug
 
 
-def split_faces(source, work_dir, held_out, seed=0):
-    """Symlink folders train/ and held_out/ over a seeded split of `source`."""
-    paths = generate_face.list_image_files(source)
-    order = np.random.default_rng(seed).permutation(len(paths))
-    folders = {"held_out": order[:held_out], "train": order[held_out:]}
-    for name, picked in folders.items():
-        folder = work_dir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in picked:
-            link = folder / Path(paths[i]).name
-            if not link.exists():
-                link.symlink_to(Path(paths[i]).resolve())
-    return work_dir / "train", work_dir / "held_out"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,7 +80,7 @@ def main(argv=None):
         print(f"skipped: the CelebA sample is not at {REAL_FACES}")
         return 0
     work_dir = Path(args.work_dir)
-    train_dir, held_out_dir = split_faces(REAL_FACES, work_dir, args.held_out)
+    train_dir, held_out_dir = generate_face.split_folder(REAL_FACES, work_dir, args.held_out)
     results_path = work_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     quiet = lambda text: None  # noqa: E731

@@ -1,0 +1,207 @@
+"""Faces per hour: this repo against the pytorch/examples DCGAN, same machine, same minutes.
+
+    python bench/race.py                                   # 5 and 10 minutes, seeds 0 and 1
+    python bench/race.py --score_at 10,20 --seeds 0,1      # the issue's race: 80 minutes
+    python bench/race.py --sides recipe,classic,pytorch    # the classic defaults too
+
+Splits the CelebA sample (../shared/data/celeba_sample) by file into
+training faces and held-out faces (seed 0; no face is in both). Every side
+trains on the same training faces, preprocessed once by this repo's loader
+(108 centre crop, 64x64 resize), so preprocessing is not what is compared.
+The sides run one after the other, each with the whole machine:
+
+  recipe   train_gan.py with RECIPE (the flags the README recommends when
+           time is short);
+  classic  train_gan.py with its defaults at the race's width;
+  pytorch  bench/torch_dcgan.py, the pytorch/examples DCGAN (needs PyTorch).
+
+Each side's clock counts its training only, setup included for this repo
+(every segment is a real `train_gan.py` command with --max_minutes, which
+counts its own data loading, graph building and restore); the scoring
+between segments is not on any clock. At each --score_at minute, 1,000
+generated faces are scored with evaluate_gan.py's SWD against 1,000
+held-out faces. Results go to --work_dir (results.json, race.png); running
+the command again skips what is already measured.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+import hardware  # noqa: E402  (before TensorFlow: it sets the oneDNN default)
+import evaluate_gan  # noqa: E402
+import gan_run  # noqa: E402
+import generate_face  # noqa: E402
+import train_gan  # noqa: E402
+
+REAL_FACES = PROJECT.parent / "shared" / "data" / "celeba_sample"
+RECIPE = ["--kernel_size", "4", "--schedule", "reuse_fake"]
+SIDES = ("recipe", "classic", "pytorch")
+
+
+def quiet(*_):
+    pass
+
+
+def train_ours(flags, folder, train_dir, cache_dir, minutes, width, seed):
+    """Train this repo's side for `minutes` more (a real train_gan.py run)."""
+    run, overrides = train_gan.parse_flags([
+        "--data_root", str(train_dir), "--ckpt_dir", str(folder / "ckpt"),
+        "--samples_dir", str(folder / "samples"), "--log_dir", str(folder / "logs"),
+        "--cache_dir", str(cache_dir), "--max_steps", str(10 ** 9),
+        "--max_minutes", str(minutes), "--sample_every", "100000", "--ckpt_every", "100000",
+        "--log_every", "200", "--gf_dim", str(width), "--df_dim", str(width),
+        "--seed", str(seed), *flags])
+    return train_gan.train(run, overrides, log=lambda text: print(f"    {text}", flush=True)).step
+
+
+def ours_faces(folder, num):
+    with gan_run.Generator(folder / "ckpt", log=quiet) as generator:
+        return evaluate_gan.generate_faces(generator, num, 0), generator.step
+
+
+def race_side(side, seed, args, split, real, results, save):
+    """Train one side, scoring it at every --score_at minute."""
+    train_dir, cache_dir = split
+    folder = Path(args.work_dir) / "runs" / f"{side}_seed{seed}"
+    marks = [float(m) for m in args.score_at.split(",")]
+    if side == "pytorch":
+        from torch_dcgan import PyTorchDCGAN
+        images, _, _ = generate_face.load_dataset(train_dir, generate_face.Preprocessing(),
+                                                  cache_dir, log=quiet)
+        model = PyTorchDCGAN(images, seed=seed, ngf=args.width, ndf=args.width)
+        trained, steps = 0.0, 0
+    done = 0.0
+    for mark in marks:
+        key = f"{side} seed {seed} @ {mark:g}"
+        if side == "pytorch":
+            started = time.monotonic()
+            while trained + time.monotonic() - started < mark * 60:
+                model.step()
+                steps += 1
+            trained += time.monotonic() - started
+            if key not in results:
+                fake = model.sample(args.num_images, seed=0)
+        else:
+            if key in results:
+                done = mark
+                continue
+            flags = RECIPE if side == "recipe" else []
+            train_ours(flags, folder, train_dir, cache_dir, mark - done, args.width, seed)
+            fake, steps = ours_faces(folder, args.num_images)
+        done = mark
+        if key in results:
+            continue
+        scored = evaluate_gan.evaluate(fake, real, 0, log=quiet)
+        results[key] = {"side": side, "seed": seed, "minutes": mark, "steps": steps,
+                        "swd": scored["swd"], "real_vs_real": scored["real_vs_real"]}
+        save()
+        print(f"  {key}: step {steps}, SWD avg {scored['swd']['avg']:.1f}", flush=True)
+
+
+def print_table(results, sides, marks, seeds):
+    """Markdown: SWD avg (steps) per side, seed and minute, and the seeds' mean."""
+    print("\n| side | seed | " + " | ".join(f"SWD @ {m:g} min (steps)" for m in marks) + " |")
+    print("|---|---|" + "---|" * len(marks))
+    for side in sides:
+        for seed in seeds:
+            cells = []
+            for mark in marks:
+                entry = results.get(f"{side} seed {seed} @ {mark:g}")
+                cells.append(f"{entry['swd']['avg']:.1f} ({entry['steps']})" if entry else "")
+            print(f"| {side} | {seed} | " + " | ".join(cells) + " |")
+        means = []
+        for mark in marks:
+            values = [results[k]["swd"]["avg"] for k in
+                      (f"{side} seed {s} @ {mark:g}" for s in seeds) if k in results]
+            means.append(f"**{sum(values) / len(values):.1f}**" if values else "")
+        print(f"| {side} | mean | " + " | ".join(means) + " |")
+    floor = next(iter(results.values()), {}).get("real_vs_real")
+    if floor:
+        print("| real vs real (floor) | | " + " | ".join(
+            f"{floor['avg']:.1f}" for _ in marks) + " |")
+
+
+def plot(results, sides, seeds, path):
+    """SWD against minutes, one line per side and seed (needs matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
+        return
+    colours = {"recipe": "tab:blue", "classic": "tab:green", "pytorch": "tab:red"}
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    for side in sides:
+        for seed in seeds:
+            points = sorted((e["minutes"], e["swd"]["avg"]) for e in results.values()
+                            if e["side"] == side and e["seed"] == seed)
+            if points:
+                axes.plot(*zip(*points), marker="o", color=colours[side],
+                          linestyle="-" if seed == seeds[0] else "--",
+                          label=f"{side}, seed {seed}")
+    axes.set_xlabel("minutes of training")
+    axes.set_ylabel("SWD x1e3 against held-out faces (lower is better)")
+    axes.set_title(hardware.cpu_model_and_flags()[0], fontsize=9)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work_dir", default="bench_runs/race")
+    parser.add_argument("--score_at", default="5,10", help="minutes at which to score")
+    parser.add_argument("--seeds", default="0,1", help="seeds of each side")
+    parser.add_argument("--sides", default="recipe,pytorch",
+                        help=f"comma-separated, from {', '.join(SIDES)}")
+    parser.add_argument("--width", type=int, default=32,
+                        help="--gf_dim/--df_dim here, --ngf/--ndf in the PyTorch example")
+    parser.add_argument("--held_out", type=int, default=2000,
+                        help="faces kept out of training, to score against")
+    parser.add_argument("--num_images", type=int, default=1000,
+                        help="generated and held-out faces per score")
+    args = parser.parse_args(argv)
+    print(hardware.describe(), flush=True)
+    sides = [s for s in args.sides.split(",") if s]
+    if any(s not in SIDES for s in sides):
+        parser.error(f"--sides takes {', '.join(SIDES)}")
+    if not REAL_FACES.is_dir():
+        print(f"skipped: the CelebA sample is not at {REAL_FACES}")
+        return 0
+    work_dir = Path(args.work_dir)
+    train_dir, held_out_dir = generate_face.split_folder(REAL_FACES, work_dir, args.held_out)
+    print(f"{len(generate_face.list_image_files(train_dir))} training faces, "
+          f"{args.held_out} held out (split by file, seed 0)", flush=True)
+    real = evaluate_gan.load_real(held_out_dir, generate_face.Preprocessing(),
+                                  args.num_images, 0, quiet)
+    results_path = work_dir / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+
+    def save():
+        with generate_face.atomic_path(results_path) as temporary:
+            temporary.write_text(json.dumps(results, indent=1))
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for seed in seeds:
+        for side in sides:
+            print(f"== {side}, seed {seed}", flush=True)
+            race_side(side, seed, args, (train_dir, work_dir / "cache"), real, results, save)
+    marks = [float(m) for m in args.score_at.split(",")]
+    print_table(results, sides, marks, seeds)
+    plot(results, sides, seeds, work_dir / "race.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
