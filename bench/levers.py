@@ -31,9 +31,9 @@ import numpy as np  # noqa: E402
 import evaluate_gan  # noqa: E402
 import gan_run  # noqa: E402
 import generate_face  # noqa: E402
+import held_out_faces  # noqa: E402
 import train_gan  # noqa: E402
 
-REAL_FACES = PROJECT.parent / "shared" / "data" / "celeba_sample"
 
 # name -> (training flags, evaluate with the EMA weights)
 CONFIGS = {
@@ -76,16 +76,14 @@ def main(argv=None):
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         parser.error(f"unknown --only {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
-    if not REAL_FACES.is_dir():
-        print(f"skipped: the CelebA sample is not at {REAL_FACES}")
-        return 0
     work_dir = Path(args.work_dir)
-    train_dir, held_out_dir = generate_face.split_folder(REAL_FACES, work_dir, args.held_out)
+    faces = held_out_faces.split(work_dir, args.held_out, args.num_images)
+    if faces is None:
+        return 0
+    train_dir, real = faces
     results_path = work_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     quiet = lambda text: None  # noqa: E731
-    real = evaluate_gan.load_real(held_out_dir, generate_face.Preprocessing(),
-                                  args.num_images, 0, quiet)
 
     for name in names:
         flags, use_ema = CONFIGS[name]

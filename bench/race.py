@@ -39,9 +39,9 @@ import hardware  # noqa: E402  (before TensorFlow: it sets the oneDNN default)
 import evaluate_gan  # noqa: E402
 import gan_run  # noqa: E402
 import generate_face  # noqa: E402
+import held_out_faces  # noqa: E402
 import train_gan  # noqa: E402
 
-REAL_FACES = PROJECT.parent / "shared" / "data" / "celeba_sample"
 RECIPE = ["--kernel_size", "4", "--schedule", "reuse_fake"]
 SIDES = ("recipe", "classic", "pytorch")
 
@@ -176,15 +176,12 @@ def main(argv=None):
     sides = [s for s in args.sides.split(",") if s]
     if any(s not in SIDES for s in sides):
         parser.error(f"--sides takes {', '.join(SIDES)}")
-    if not REAL_FACES.is_dir():
-        print(f"skipped: the CelebA sample is not at {REAL_FACES}")
-        return 0
     work_dir = Path(args.work_dir)
-    train_dir, held_out_dir = generate_face.split_folder(REAL_FACES, work_dir, args.held_out)
-    print(f"{len(generate_face.list_image_files(train_dir))} training faces, "
-          f"{args.held_out} held out (split by file, seed 0)", flush=True)
-    real = evaluate_gan.load_real(held_out_dir, generate_face.Preprocessing(),
-                                  args.num_images, 0, quiet)
+    faces = held_out_faces.split(work_dir, args.held_out, args.num_images,
+                                 log=lambda text: print(text, flush=True))
+    if faces is None:
+        return 0
+    train_dir, real = faces
     results_path = work_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
 
