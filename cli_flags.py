@@ -51,7 +51,7 @@ def add_flags(group, cls, suppress_defaults=False):
         if field.type is bool:
             options.update(type=flag_bool, nargs="?", const=True)
         else:
-            options["type"] = field.type
+            options.setdefault("type", field.type)
         if not suppress_defaults:
             options["default"] = field.default
         group.add_argument(f"--{field.name}", **options)

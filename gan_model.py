@@ -262,10 +262,15 @@ def batch_norm(x, name, is_training, epsilon, momentum, updates=None):
     with tf1.variable_scope(name):
         gamma = tf1.get_variable("gamma", [channels], tf.float32, tf1.ones_initializer())
         beta = tf1.get_variable("beta", [channels], tf.float32, tf1.zeros_initializer())
+        # With several replicas each moves the averages towards its own
+        # batch; MEAN makes every copy take the replicas' mean instead of
+        # drifting apart.
         moving_mean = tf1.get_variable("moving_mean", [channels], tf.float32,
-                                       tf1.zeros_initializer(), trainable=False)
+                                       tf1.zeros_initializer(), trainable=False,
+                                       aggregation=tf.VariableAggregation.MEAN)
         moving_variance = tf1.get_variable("moving_variance", [channels], tf.float32,
-                                           tf1.ones_initializer(), trainable=False)
+                                           tf1.ones_initializer(), trainable=False,
+                                           aggregation=tf.VariableAggregation.MEAN)
         if not is_training:
             y, _, _ = tf1.nn.fused_batch_norm(x, gamma, beta, moving_mean, moving_variance,
                                               epsilon=epsilon, is_training=False)
@@ -314,8 +319,8 @@ class GanOutputs:
     d_real_logits: tf.Tensor  # [N, 1] D's logits on the real batch
     d_fake_logits: tf.Tensor  # [M, 1] D's logits on the generated batch
     fake_images: tf.Tensor    # [N, H, W, 3] in [-1, 1], G in training mode
-    d_summary: tf.Tensor      # merged summaries fetched with the D step
-    g_summary: tf.Tensor      # merged summaries fetched with the G step
+    d_real_prob: tf.Tensor    # [N, 1] D(x) per image
+    d_fake_prob: tf.Tensor    # [M, 1] D(G(z)) per image
 
 
 class ganModel:
@@ -325,6 +330,7 @@ class ganModel:
         model = ganModel(hparams)
         outputs = model.build_model(real_images, z)
         d_train_op, g_train_op = model.optimizers(outputs, global_step)
+        d_summary, g_summary = model.summaries(outputs, z)
         samples = model.generator(sample_z, is_training=False)
     """
 
@@ -346,13 +352,15 @@ class ganModel:
         It starts from the variable's initial value and is not trainable.
         Created at the top level, whatever scope the caller is in.
         """
-        name = variable.op.name
+        # Not variable.op.name: on a second replica that names the replica's
+        # own copy ("generator/linear/w/replica_1").
+        name = variable.name.rsplit(":", 1)[0]
         if name not in self.ema_shadows:
             top = tf1.VariableScope(reuse=tf1.AUTO_REUSE, name="generator_ema")
             with tf1.variable_scope(top), tf1.name_scope(None):
                 self.ema_shadows[name] = tf1.get_variable(
                     name[len("generator/"):], initializer=variable.initial_value,
-                    trainable=False)
+                    trainable=False, aggregation=tf.VariableAggregation.MEAN)
         return self.ema_shadows[name]
 
     def _read_ema_shadow(self, getter, name, *args, **kwargs):
@@ -423,7 +431,7 @@ class ganModel:
             return tf.sigmoid(logits), logits
 
     def build_model(self, real_images, z):
-        """Losses and summaries of one training step.
+        """Losses and D outputs of one training step.
 
         Args:
           real_images: float32 [N, output_h, output_w, 3] in [-1, 1].
@@ -442,28 +450,32 @@ class ganModel:
         g_loss = cross_entropy(d_fake_logits, 1.0)
         d_real = tf.reduce_mean(d_real_prob)
         d_fake = tf.reduce_mean(d_fake_prob)
+        return GanOutputs(d_loss, d_loss_real, d_loss_fake, g_loss, d_real, d_fake,
+                          d_real_logits, d_fake_logits, fake_images, d_real_prob, d_fake_prob)
 
+    def summaries(self, outputs, z):
+        """TensorBoard summaries of a step: (fetched with the D step, with the G step).
+
+        Built from `outputs` after `optimizers` (which may replace g_loss);
+        with several replicas, from their averaged losses.
+        """
         summary = tf1.summary
         d_summary = summary.merge([
-            summary.scalar("loss/d_loss", d_loss),
-            summary.scalar("loss/d_loss_real", d_loss_real),
-            summary.scalar("loss/d_loss_fake", d_loss_fake),
-            summary.scalar("D/D_x", d_real),
-            summary.scalar("D/D_G_z", d_fake),
+            summary.scalar("loss/d_loss", outputs.d_loss),
+            summary.scalar("loss/d_loss_real", outputs.d_loss_real),
+            summary.scalar("loss/d_loss_fake", outputs.d_loss_fake),
+            summary.scalar("D/D_x", outputs.d_real),
+            summary.scalar("D/D_G_z", outputs.d_fake),
             summary.histogram("hist/z", finite_or_zero(z)),
-            summary.histogram("hist/D_x", finite_or_zero(d_real_prob)),
-            summary.histogram("hist/D_G_z", finite_or_zero(d_fake_prob)),
+            summary.histogram("hist/D_x", finite_or_zero(outputs.d_real_prob)),
+            summary.histogram("hist/D_G_z", finite_or_zero(outputs.d_fake_prob)),
             summary.scalar("train/learning_rate_d", tf.constant(self.hp.d_lr)),
         ])
-        return GanOutputs(d_loss, d_loss_real, d_loss_fake, g_loss, d_real, d_fake,
-                          d_real_logits, d_fake_logits, fake_images, d_summary,
-                          self._g_summary(g_loss))
-
-    def _g_summary(self, g_loss):
-        return tf1.summary.merge([
-            tf1.summary.scalar("loss/g_loss", g_loss),
-            tf1.summary.scalar("train/learning_rate_g", tf.constant(self.hp.g_lr)),
+        g_summary = summary.merge([
+            summary.scalar("loss/g_loss", outputs.g_loss),
+            summary.scalar("train/learning_rate_g", tf.constant(self.hp.g_lr)),
         ])
+        return d_summary, g_summary
 
     def completion_losses(self, z, known, weights, use_ema=False):
         """Losses of semantic image completion (Yeh et al. 2017), per image.
@@ -518,8 +530,12 @@ class ganModel:
                                        for scope in ("generator", "discriminator")}
         return self._network_variables
 
-    def optimizers(self, outputs, global_step):
+    def optimizers(self, outputs, global_step, replicas=1):
         """Adam train ops: (d_train_op, g_train_op).
+
+        With several replicas (call once in each), tf.distribute sums their
+        gradients; each replica's loss is divided by `replicas` so that the
+        update is the one of the mean loss over the whole global batch.
 
         Each op updates only its own network's variables and runs only its
         own network's batch-norm moving-average updates. The D op increments
@@ -529,26 +545,29 @@ class ganModel:
         With --schedule reuse_fake, the G op trains on the D update's own
         generated batch, judged again by D once D's update is done (so both
         ops go in one sess.run, and G(z) is computed once); `outputs.g_loss`
-        and `outputs.g_summary` then become that loss's.
+        then becomes that loss.
         """
         g_vars, d_vars = self.split_variables()
         network_variables = self.network_variables()  # before Adam adds its slots
         hp = self.hp
+
+        def per_replica(loss):
+            return loss / replicas if replicas > 1 else loss
+
         with tf.control_dependencies(self.bn_updates["discriminator"]):
             d_train_op = tf1.train.AdamOptimizer(hp.d_lr, beta1=hp.beta1,
                                                  name="d_adam").minimize(
-                outputs.d_loss, global_step=global_step, var_list=d_vars)
+                per_replica(outputs.d_loss), global_step=global_step, var_list=d_vars)
         if hp.schedule == "reuse_fake":
             # Every op of this second D pass, its weight reads included, waits
             # for D's update: the PyTorch DCGAN's G step sees the updated D.
             with tf.control_dependencies([d_train_op]):
                 _, logits = self.discriminator(outputs.fake_images, is_training=True)
             outputs.g_loss = cross_entropy(logits, 1.0)
-            outputs.g_summary = self._g_summary(outputs.g_loss)
         with tf.control_dependencies(self.bn_updates["generator"]):
             g_adam_op = tf1.train.AdamOptimizer(hp.g_lr, beta1=hp.beta1,
                                                 name="g_adam").minimize(
-                outputs.g_loss, var_list=g_vars)
+                per_replica(outputs.g_loss), var_list=g_vars)
         with tf.control_dependencies([g_adam_op]):
             g_train_op = self.ema_update(network_variables["generator"], global_step)
         return d_train_op, g_train_op

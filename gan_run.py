@@ -32,6 +32,7 @@ tf1 = tf.compat.v1
 
 CKPT_PREFIX = "gan.ckpt"
 HPARAMS_FILE = "hparams.json"
+REPLICAS_KEY = "replicas"  # in hparams.json beside the hyperparameters
 # Variable scopes a checkpoint provides to a generator: both networks and
 # G's moving averages (Adam's slots and the step are training's own).
 NETWORK_SCOPES = ("generator/", "generator_ema/", "discriminator/")
@@ -62,20 +63,39 @@ def latest_checkpoint(ckpt_dir):
     return found[0] if found else None
 
 
-def load_hparams(ckpt_dir):
-    """The HParams saved with the run in ckpt_dir (ValueError if unusable)."""
+def _read_hparams_file(ckpt_dir):
     path = Path(ckpt_dir) / HPARAMS_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: the checkpoints in {ckpt_dir} cannot be rebuilt "
             f"without the hyperparameters they were trained with")
-    return HParams.load(path)
+    try:
+        return path, json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from error
 
 
-def save_hparams(ckpt_dir, hparams):
-    """Write the run's hparams.json atomically."""
+def load_hparams(ckpt_dir):
+    """The HParams saved with the run in ckpt_dir (ValueError if unusable)."""
+    path, values = _read_hparams_file(ckpt_dir)
+    if isinstance(values, dict):
+        values = {k: v for k, v in values.items() if k != REPLICAS_KEY}
+    return HParams.from_dict(values, source=str(path))
+
+
+def saved_replicas(ckpt_dir):
+    """How many replicas last trained the run in ckpt_dir (1 if not recorded)."""
+    _, values = _read_hparams_file(ckpt_dir)
+    return int(values.get(REPLICAS_KEY, 1)) if isinstance(values, dict) else 1
+
+
+def save_hparams(ckpt_dir, hparams, replicas=1):
+    """Write the run's hparams.json atomically, with the replica count that
+    trains it (a record for the reader: the global batch is batch_size x
+    replicas; a checkpoint resumes on any count)."""
+    values = {**hparams.to_dict(), REPLICAS_KEY: replicas}
     with generate_face.atomic_path(Path(ckpt_dir) / HPARAMS_FILE) as temporary:
-        temporary.write_text(json.dumps(hparams.to_dict(), indent=2) + "\n")
+        temporary.write_text(json.dumps(values, indent=2) + "\n")
 
 
 def preprocessing(hparams):

@@ -511,7 +511,7 @@ class BatchStream:
     continues the data order exactly with `start_batch=s`.
     """
 
-    def __init__(self, images, batch_size, seed, start_batch=0, flip=False):
+    def __init__(self, images, batch_size, seed, start_batch=0, flip=False, part=slice(None)):
         """
         Args:
           images: array [N, H, W, C]; N must be at least batch_size.
@@ -520,6 +520,8 @@ class BatchStream:
           start_batch: how many batches the run has already consumed.
           flip: mirror a random half of each batch left-right (augmentation;
             which ones depends only on the seed and the batch number).
+          part: the slice of every batch to return (one worker's rows of a
+            global batch); the order and the mirroring stay the whole batch's.
         """
         if len(images) < batch_size:
             raise ValueError(
@@ -529,6 +531,7 @@ class BatchStream:
         self.batch_size = batch_size
         self.seed = seed
         self.flip = flip
+        self.part = part
         self.batch_number = start_batch
         self.epoch, self.index = divmod(start_batch * batch_size, len(images))
         self._order = self._permutation(self.epoch)
@@ -554,9 +557,10 @@ class BatchStream:
         return self
 
     def __next__(self):
-        batch = self.images[self.next_indices()]  # a copy, even from a memmap
+        batch = self.images[self.next_indices()[self.part]]  # a copy, even from a memmap
         if self.flip:
-            mirror = run_rng(self.seed, STREAM_FLIP, self.batch_number).random(len(batch)) < 0.5
+            coins = run_rng(self.seed, STREAM_FLIP, self.batch_number).random(self.batch_size)
+            mirror = coins[self.part] < 0.5
             batch[mirror] = batch[mirror, :, ::-1]
         self.batch_number += 1
         return batch

@@ -11,6 +11,8 @@ checkpoint and exits.
 import argparse
 import contextlib
 import dataclasses
+import functools
+import hashlib
 import math
 import os
 import signal
@@ -25,8 +27,10 @@ from tensorboard.plugins.hparams import api as hp_api
 
 import gan_run
 import generate_face
+import replicas
 from cli_flags import add_flags, below, flag_field
-from gan_model import HParams, finite_or_zero, ganModel, images_from_uint8, tile_images
+from gan_model import (GanOutputs, HParams, finite_or_zero, ganModel, images_from_uint8,
+                       tile_images)
 
 tf1 = tf.compat.v1
 
@@ -58,6 +62,15 @@ class RunConfig:
     collapse_window: int = flag_field(1000, "warn when D's loss stays near 0, or the fixed-z "
                                             "samples stay less than half as varied as real "
                                             "faces, for this many steps (0: no watchdog)")
+    devices: str = flag_field("auto", "replicas on this machine, each training on its own "
+                                      "--batch_size images: auto (every GPU, else the CPU) "
+                                      "or N (the first N GPUs; on a machine without GPUs, "
+                                      "the CPU split into N logical devices)",
+                              type=replicas.parse_devices, metavar="auto|N")
+    worker_timeout: float = flag_field(300.0, "with several workers (TF_CONFIG): seconds to "
+                                              "wait for the others to start or to finish a "
+                                              "step, before stopping with an error that "
+                                              "names the worker that is gone")
 
     def problems(self):
         found = below(self, ["max_steps"], 0)
@@ -65,6 +78,9 @@ class RunConfig:
             found.append(f"--max_minutes must be 0 (no limit) or a positive number of "
                          f"minutes, got {self.max_minutes}")
         found += below(self, ["log_every", "sample_every", "ckpt_every", "keep_checkpoints"], 1)
+        if not (self.worker_timeout > 0 and math.isfinite(self.worker_timeout)):
+            found.append(f"--worker_timeout must be a positive number of seconds, "
+                         f"got {self.worker_timeout}")
         return found + below(self, ["nan_rollbacks", "collapse_window"], 0)
 
 
@@ -265,21 +281,35 @@ class TrainResult:
     checkpoint: str           # newest checkpoint written or restored
     stopped_by: int = None    # signal number if interrupted, else None
     out_of_time: bool = False  # stopped by --max_minutes
+    stopped_by_other_worker: bool = False  # another worker's signal or time limit
 
 
-def build_input(images, hparams):
-    """A tf.data iterator over the run's batch stream, uint8 in the graph.
+class WorkerLost(RuntimeError):
+    """With several workers, one stopped answering; this one stopped too."""
+
+
+def build_input(images, hparams, layout=replicas.Layout()):
+    """A tf.data iterator over this worker's part of the run's batch stream,
+    uint8 in the graph.
+
+    Every global batch holds --batch_size images for each replica of the
+    run, in replica order; this worker reads its own replicas' rows. With
+    one replica that is the whole stream of the single-device run.
 
     Returns (iterator, start_batch): initialise the iterator feeding
     `start_batch` the number of batches already trained on (the resumed
     step), and the stream continues exactly where that run left it.
     """
+    rows = hparams.batch_size * layout.local_replicas
+    first = hparams.batch_size * layout.first_replica
+
     def batches(start_batch):
-        yield from generate_face.BatchStream(images, hparams.batch_size, hparams.seed,
-                                             start_batch=int(start_batch), flip=hparams.flip)
+        yield from generate_face.BatchStream(
+            images, hparams.batch_size * layout.replicas, hparams.seed,
+            start_batch=int(start_batch), flip=hparams.flip, part=slice(first, first + rows))
 
     start_batch = tf1.placeholder(tf.int64, [], name="start_batch")
-    shape = [hparams.batch_size, hparams.output_h, hparams.output_w, 3]
+    shape = [rows, hparams.output_h, hparams.output_w, 3]
     dataset = tf.data.Dataset.from_generator(
         batches, output_signature=tf.TensorSpec(shape, tf.uint8), args=(start_batch,))
     return tf1.data.make_initializable_iterator(dataset.prefetch(4)), start_batch
@@ -289,10 +319,14 @@ def build_input(images, hparams):
 class TrainingParts:
     """Everything the training loop runs (see build_training_graph)."""
     graph: tf.Graph
+    layout: replicas.Layout
+    strategy: object          # the tf.distribute strategy the graph was built in
     iterator: object          # tf.data iterator over uint8 batches
     start_batch: tf.Tensor    # int64 placeholder fed when the iterator is initialised
-    z: tf.Tensor              # placeholder [None, z_dim]
-    gan: object               # gan_model.GanOutputs
+    z: tf.Tensor              # placeholder [replicas * batch_size, z_dim]: the global batch's
+    gan: object               # gan_model.GanOutputs, averaged over the replicas
+    d_summary: tf.Tensor      # merged summaries fetched with the D step
+    g_summary: tf.Tensor      # merged summaries fetched with the G step
     global_step: tf.Variable
     d_train_op: tf.Operation
     g_train_op: tf.Operation
@@ -301,51 +335,117 @@ class TrainingParts:
     saver: tf1.train.Saver
     init: tf.Operation
     weights_finite: tf.Tensor  # bool, after the G step: no weight is NaN or infinite
+    # Several workers only (else None): a worker's wish to stop after this
+    # step, fed with the D step, and the number of workers wishing so; and
+    # the facts every worker must agree on before training.
+    stop_wish: tf.Tensor = None
+    stop_votes: tf.Tensor = None
+    worker_facts: tf.Tensor = None
+    facts_moments: dict = None  # {"mean", "square"}: the facts' first two moments
 
 
-def build_training_graph(hparams, images, keep_checkpoints=5):
-    """The whole training graph over `images` (uint8 [N, H, W, 3]), finalized."""
+# GanOutputs fields of one number per replica that the D step reports; with
+# several replicas, their mean over all replicas (G's loss is averaged apart).
+D_STEP_MEANS = ("d_loss", "d_loss_real", "d_loss_fake", "d_real", "d_fake")
+
+
+def build_training_graph(hparams, images, keep_checkpoints=5, layout=replicas.Layout()):
+    """The whole training graph over `images` (uint8 [N, H, W, 3]), finalized.
+
+    The networks, their losses and Adam updates are built once per replica
+    (see replicas.py); with one replica, the single-device graph.
+    """
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(hparams.seed)
-        iterator, start_batch = build_input(images, hparams)
-        real_images = images_from_uint8(iterator.get_next())
-        z = tf1.placeholder(tf.float32, [None, hparams.z_dim], name="z")
-        model = ganModel(hparams)
-        gan = model.build_model(real_images, z)
-        global_step = tf1.train.get_or_create_global_step()
-        d_train_op, g_train_op = model.optimizers(gan, global_step)
-
-        # The fixed sample z is a variable, so every checkpoint carries it and
-        # grids stay comparable across resumes.
-        rows, cols = SAMPLE_GRID
-        sample_z = tf1.get_variable(
-            "sample_z", initializer=generate_face.sample_grid_z(
-                hparams.seed, rows * cols, hparams.z_dim), trainable=False)
-        samples = model.generator(sample_z, is_training=False, use_ema=hparams.uses_ema)
-        # Written on sample steps only: the grid, and every layer's weights.
-        samples_summary = tf1.summary.merge(
-            [tf1.summary.image("samples", tile_images(samples, rows, cols))]
-            + [tf1.summary.histogram(f"weights/{v.op.name}", finite_or_zero(v))
-               for v in tf1.trainable_variables() if v.op.name.endswith("/w")])
-
-        # A NaN gradient can poison weights while the losses stay finite (a
-        # ReLU turns NaN into 0 on the way forward), so the weights and
-        # batch-norm statistics of both networks are checked too, once the G
-        # step has run: fetch this only together with g_train_op. (Adam's
-        # slots and G's averages only turn NaN through the weights.)
-        networks = model.network_variables()
-        with tf.control_dependencies([g_train_op]):
-            weights_finite = tf.reduce_all(tf.stack(
-                [tf.reduce_all(tf.math.is_finite(v))
-                 for v in networks["generator"] + networks["discriminator"]]))
-
-        # Built last, so that it saves the optimizers' slots and the step too.
-        saver = tf1.train.Saver(max_to_keep=keep_checkpoints, save_relative_paths=True)
-        init = tf1.global_variables_initializer()
+        strategy = replicas.make_strategy(layout)
+        with strategy.scope():
+            parts = _build_replicated(hparams, layout, strategy, images, graph)
+            # Built last, so that it saves the optimizers' slots and the step too.
+            parts.saver = tf1.train.Saver(max_to_keep=keep_checkpoints,
+                                          save_relative_paths=True)
+            parts.init = tf1.global_variables_initializer()
     graph.finalize()  # the loop must not grow the graph
-    return TrainingParts(graph, iterator, start_batch, z, gan, global_step, d_train_op,
-                         g_train_op, samples, samples_summary, saver, init, weights_finite)
+    return parts
+
+
+def _build_replicated(hparams, layout, strategy, images, graph):
+    """build_training_graph's body, inside the strategy's scope."""
+    iterator, start_batch = build_input(images, hparams, layout)
+    worker_batch = iterator.get_next()
+    z = tf1.placeholder(tf.float32, [hparams.batch_size * layout.replicas, hparams.z_dim],
+                        name="z")
+    global_step = tf1.train.get_or_create_global_step()
+    several_workers = layout.num_workers > 1
+    stop_wish = tf1.placeholder_with_default(0.0, [], "stop_wish") if several_workers else None
+
+    def replica_step():
+        """One replica's share of a step: its rows of the batch, its networks' ops."""
+        model = ganModel(hparams)
+        real_images = images_from_uint8(replicas.replica_rows(
+            worker_batch, hparams.batch_size, layout.first_replica))
+        replica_z = replicas.replica_rows(z, hparams.batch_size)
+        gan = model.build_model(real_images, replica_z)
+        d_train_op, g_train_op = model.optimizers(gan, global_step, layout.replicas)
+        fields = {field.name: getattr(gan, field.name) for field in dataclasses.fields(gan)}
+        wish = tf.identity(stop_wish) if several_workers else None
+        return d_train_op, g_train_op, fields, replica_z, wish
+
+    d_ops, g_ops, fields, zs, wishes = strategy.extended.call_for_each_replica(replica_step)
+    d_train_op, g_train_op = strategy.group(d_ops), strategy.group(g_ops)
+    gan = GanOutputs(**replicas.first_replica_value(strategy, fields))
+    if layout.replicas > 1:
+        # Reported and summarised: the mean over all replicas. Two groups,
+        # because the D step must not compute G's loss after G's update nor
+        # the G step read another real batch.
+        gan = dataclasses.replace(
+            gan, **replicas.mean_over_replicas(strategy, {n: fields[n] for n in D_STEP_MEANS}),
+            **replicas.mean_over_replicas(strategy, {"g_loss": fields["g_loss"]}))
+    model = ganModel(hparams)  # the variables exist: this one only reads them
+    d_summary, g_summary = model.summaries(gan, replicas.first_replica_value(strategy, zs))
+
+    # The fixed sample z is a variable, so every checkpoint carries it and
+    # grids stay comparable across resumes.
+    rows, cols = SAMPLE_GRID
+    sample_z = tf1.get_variable(
+        "sample_z", initializer=generate_face.sample_grid_z(
+            hparams.seed, rows * cols, hparams.z_dim), trainable=False)
+    samples = model.generator(sample_z, is_training=False, use_ema=hparams.uses_ema)
+    # Written on sample steps only: the grid, and every layer's weights.
+    samples_summary = tf1.summary.merge(
+        [tf1.summary.image("samples", tile_images(samples, rows, cols))]
+        + [tf1.summary.histogram(f"weights/{variable_name(v)}", finite_or_zero(v))
+           for v in tf1.trainable_variables() if variable_name(v).endswith("/w")])
+
+    # A NaN gradient can poison weights while the losses stay finite (a
+    # ReLU turns NaN into 0 on the way forward), so the weights and
+    # batch-norm statistics of both networks are checked too, once the G
+    # step has run: fetch this only together with g_train_op. (Adam's
+    # slots and G's averages only turn NaN through the weights.)
+    networks = [v for v in tf1.global_variables()
+                if variable_name(v).startswith(("generator/", "discriminator/"))]
+    with tf.control_dependencies([g_train_op]):
+        weights_finite = tf.reduce_all(tf.stack(
+            [tf.reduce_all(tf.math.is_finite(v)) for v in networks]))
+
+    worker_facts = facts_moments = stop_votes = None
+    if several_workers:
+        stop_votes = strategy.reduce(tf.distribute.ReduceOp.SUM, wishes, axis=None)
+        # Before any variable is touched, the workers compare what they found
+        # on disk: the step they resume from and how many faces they read.
+        worker_facts = tf1.placeholder(tf.float64, [2], "worker_facts")
+        facts_moments = replicas.mean_over_replicas(strategy, {
+            "mean": strategy.extended.call_for_each_replica(lambda: worker_facts),
+            "square": strategy.extended.call_for_each_replica(lambda: worker_facts ** 2)})
+    return TrainingParts(graph, layout, strategy, iterator, start_batch, z, gan, d_summary,
+                         g_summary, global_step, d_train_op, g_train_op, samples,
+                         samples_summary, None, None, weights_finite, stop_wish, stop_votes,
+                         worker_facts, facts_moments)
+
+
+def variable_name(variable):
+    """A variable's name without ":0", the same for every replica's copy."""
+    return variable.name.rsplit(":", 1)[0]
 
 
 def run_log_dir(run):
@@ -399,7 +499,7 @@ def train(run, overrides=None, log=print):
                 f"{hp.d_lr / 2:g}, G {hp.g_lr / 2:g})")
 
 
-def prepare(run, overrides, log):
+def prepare(run, overrides, log, layout=replicas.Layout()):
     """Settle the hyperparameters, check the folders, load the faces.
 
     Returns:
@@ -418,28 +518,39 @@ def prepare(run, overrides, log):
     log(f"precision {precision} ({reason})")
     if warning:
         log(warning)
-    for flag, folder in (("--ckpt_dir", run.ckpt_dir), ("--samples_dir", run.samples_dir),
-                         ("--log_dir", run.log_dir)):
-        ensure_writable_folder(folder, flag)
+    log(layout.describe())
+    global_batch = hparams.batch_size * layout.replicas
+    if checkpoint and gan_run.saved_replicas(run.ckpt_dir) != layout.replicas:
+        before = gan_run.saved_replicas(run.ckpt_dir)
+        log(f"  replicas: {before} -> {layout.replicas} (global batch "
+            f"{hparams.batch_size * before} -> {global_batch} images; learning rates unchanged)")
+    if layout.is_chief:  # the other workers write nothing into the run's folders
+        for flag, folder in (("--ckpt_dir", run.ckpt_dir), ("--samples_dir", run.samples_dir),
+                             ("--log_dir", run.log_dir)):
+            ensure_writable_folder(folder, flag)
     images, kept, _ = generate_face.load_dataset(
         run.data_root, gan_run.preprocessing(hparams), run.cache_dir or None, log=log)
-    if len(kept) < hparams.batch_size:
+    if len(kept) < global_batch:
         folder = generate_face.printable(run.data_root)
-        raise ValueError(f"only {len(kept)} usable images in {folder}, fewer than one batch "
-                         f"of {hparams.batch_size}; add images or lower --batch_size")
+        what = (f"one batch of {hparams.batch_size}" if layout.replicas == 1 else
+                f"one global batch of {global_batch} ({hparams.batch_size} for each of "
+                f"{layout.replicas} replicas)")
+        raise ValueError(f"only {len(kept)} usable images in {folder}, fewer than {what}; "
+                         f"add images or lower --batch_size")
     log(f"training on {len(kept)} images")
     return hparams, checkpoint, images
 
 
 @dataclasses.dataclass
 class StepOutput:
-    """What one training step reports."""
+    """What one training step reports (losses averaged over the replicas)."""
     d_loss: float
     g_loss: float
     d_real: float             # mean D(x)
     d_fake: float             # mean D(G(z))
     weights_finite: bool
     summaries: list           # serialized summaries, on reporting steps only
+    stop_votes: float = 0.0   # workers that asked to stop after this step
 
     @property
     def finite(self):
@@ -451,11 +562,20 @@ class Trainer:
     """A run in a live Session: the training step and the periodic work around it.
 
     Holds the Session, the TensorBoard writer and the run's position (`step`,
-    `last_saved`); `train_once` drives it.
+    `last_saved`); `train_once` drives it. Only the chief (the one worker,
+    or worker 0 of several) writes: checkpoints, grids, events, hparams.json.
     """
 
     def __init__(self, run, hparams, parts, sess, checkpoint, images, log):
         self.run, self.hparams, self.parts, self.sess, self.log = run, hparams, parts, sess, log
+        self.layout = layout = parts.layout
+        self.is_chief = layout.is_chief
+        # With several workers every Session.run is bounded, so that a worker
+        # that is gone stops the others instead of leaving them waiting.
+        self.run_options = (tf1.RunOptions(timeout_in_ms=int(run.worker_timeout * 1000))
+                            if layout.num_workers > 1 else None)
+        if parts.worker_facts is not None:
+            self._check_workers_agree(checkpoint, len(images))
         if checkpoint:
             restored = gan_run.restore(
                 sess, parts.saver, parts.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES),
@@ -468,13 +588,17 @@ class Trainer:
                 [(path, os.path.getmtime(path + ".index"))
                  for path in reversed(gan_run.checkpoints_newest_first(run.ckpt_dir))])
         else:
-            sess.run(parts.init)
-        # Also on resume: settings changed on the command line (a new
-        # learning rate, say) stay in force when the run is resumed again.
-        gan_run.save_hparams(run.ckpt_dir, hparams)
+            # With several workers, worker 0's initial values go to all.
+            sess.run(parts.init, options=self.run_options)
         self.step = int(sess.run(parts.global_step))
         self.last_saved = checkpoint
         sess.run(parts.iterator.initializer, {parts.start_batch: self.step})
+        self.writer = self.watchdog = None
+        if not self.is_chief:
+            return
+        # Also on resume: settings changed on the command line (a new
+        # learning rate, say) stay in force when the run is resumed again.
+        gan_run.save_hparams(run.ckpt_dir, hparams, layout.replicas)
 
         log_dir = run_log_dir(run)
         self.writer = tf1.summary.FileWriter(str(log_dir),
@@ -487,7 +611,6 @@ class Trainer:
                                         self.step + 1)
         self.writer.add_summary(hparams_summary(hparams, run, log_dir.name), self.step)
 
-        self.watchdog = None
         if run.collapse_window:
             # The real faces' own variety is the yardstick of the samples'.
             rng = generate_face.run_rng(hparams.seed, generate_face.STREAM_WATCHDOG)
@@ -496,31 +619,57 @@ class Trainer:
                                              generate_face.diversity(images[picked]))
         self._window = (self.step, time.monotonic())  # (step, time) of the last report
 
-    def train_step(self, report):
+    def _check_workers_agree(self, checkpoint, num_images):
+        """Every worker must resume from the same step and read as many faces;
+        else their weights or batches would silently differ."""
+        mine = [gan_run.step_of(checkpoint) if checkpoint else 0, num_images]
+        moments = self.sess.run(self.parts.facts_moments, {self.parts.worker_facts: mine},
+                                options=self.run_options)
+        # A fact's variance over the replicas is 0 exactly when all agree.
+        spread = moments["square"] - moments["mean"] ** 2
+        problems = []
+        if spread[0] > 0:
+            problems.append(f"they resume from different steps (this one from {mine[0]}): "
+                            f"--ckpt_dir must be one folder that every machine reads, "
+                            f"such as a shared file system")
+        if spread[1] > 0:
+            problems.append(f"they read different numbers of faces (this one {mine[1]}): "
+                            f"--data_root must hold the same faces on every machine")
+        if problems:
+            raise ValueError("the workers disagree: " + "; ".join(problems))
+
+    def train_step(self, report, stop_wish=False):
         """One iteration on the z batch of this step; advances `step`.
 
         The G updates reuse the D update's z batch (as in the classic TF1
-        DCGAN); the D op advances the global step.
+        DCGAN); the D op advances the global step. `stop_wish`: this worker
+        wants the run to stop after this step (counted with several workers).
         """
         parts, gan, hp = self.parts, self.parts.gan, self.hparams
-        feed = {parts.z: generate_face.train_z(hp.seed, self.step, hp.batch_size, hp.z_dim)}
+        feed = {parts.z: generate_face.train_z(hp.seed, self.step,
+                                               hp.batch_size * self.layout.replicas, hp.z_dim)}
         # (1) Update D: maximise log D(x) + log(1 - D(G(z))).
         d_fetch = [parts.d_train_op, gan.d_loss, gan.d_real, gan.d_fake]
-        d_fetch += [gan.d_summary] * report
+        if parts.stop_votes is not None:
+            feed[parts.stop_wish] = float(stop_wish)
+            d_fetch.append(parts.stop_votes)
+        d_fetch += [parts.d_summary] * report
         # (2) Update G: maximise log D(G(z)), then check every weight is finite.
         g_fetch = [parts.g_train_op, gan.g_loss, parts.weights_finite]
-        g_fetch += [gan.g_summary] * report
+        g_fetch += [parts.g_summary] * report
+        run = functools.partial(self.sess.run, feed_dict=feed, options=self.run_options)
         if hp.schedule == "reuse_fake":  # both in one run: G(z) is computed once
-            both = self.sess.run(d_fetch + g_fetch, feed)
+            both = run(d_fetch + g_fetch)
             d_out, g_out = both[:len(d_fetch)], both[len(d_fetch):]
         else:
-            d_out = self.sess.run(d_fetch, feed)
+            d_out = run(d_fetch)
             for _ in range(hp.g_steps - 1):
-                self.sess.run(parts.g_train_op, feed)
-            g_out = self.sess.run(g_fetch, feed)
+                run(parts.g_train_op)
+            g_out = run(g_fetch)
         self.step += 1
+        votes = d_out.pop(4) if parts.stop_votes is not None else 0.0
         return StepOutput(d_out[1], g_out[1], d_out[2], d_out[3], bool(g_out[2]),
-                          d_out[4:] + g_out[3:])
+                          d_out[4:] + g_out[3:], votes)
 
     def diverged(self, out):
         return TrainingDiverged(
@@ -530,15 +679,26 @@ class Trainer:
             f"--learning_rate, or let --nan_rollbacks do that",
             self.step, self.last_saved, self.hparams)
 
+    def weights_digest(self):
+        """A short hash of both networks' weights, for comparing workers' copies."""
+        digest = hashlib.sha1()
+        networks = [v for v in self.parts.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
+                    if variable_name(v).startswith(gan_run.NETWORK_SCOPES)]
+        for variable, value in sorted(zip(map(variable_name, networks),
+                                          self.sess.run(networks))):
+            digest.update(variable.encode() + np.ascontiguousarray(value).tobytes())
+        return digest.hexdigest()[:16]
+
     def report(self, out, deadline):
         """Summaries, the watchdog's sample check and the progress line."""
         step, hp, run = self.step, self.hparams, self.run
         now = time.monotonic()
         rate = (step - self._window[0]) / max(now - self._window[1], 1e-9)
         self._window = (step, now)
+        images_per_sec = rate * hp.batch_size * self.layout.replicas
         for summary in out.summaries:
             self.writer.add_summary(summary, step)
-        self.writer.add_summary(scalars({"perf/images_per_sec": rate * hp.batch_size}), step)
+        self.writer.add_summary(scalars({"perf/images_per_sec": images_per_sec}), step)
         if self.watchdog:
             variety = generate_face.diversity(
                 generate_face.to_uint8(self.sess.run(self.parts.samples)))
@@ -550,7 +710,7 @@ class Trainer:
         left = min((run.max_steps - step) / max(rate, 1e-9), max(deadline - now, 0))
         self.log(f"step {step}/{run.max_steps}  d_loss {out.d_loss:.3f}  g_loss "
                  f"{out.g_loss:.3f}  D(x) {out.d_real:.3f}  D(G(z)) {out.d_fake:.3f}  "
-                 f"{rate * hp.batch_size:.1f} img/s  ETA {format_seconds(left)}")
+                 f"{images_per_sec:.1f} img/s  ETA {format_seconds(left)}")
 
     def write_samples(self):
         """The fixed-z grid: a PNG, and an image summary with the weights' histograms."""
@@ -582,7 +742,13 @@ class Trainer:
         self.last_saved = path
 
     def periodic_work(self, out, report, deadline):
-        """What follows a finished step: watchdog, report, grid, checkpoint."""
+        """What follows a finished step: watchdog, report, grid, checkpoint (the
+        chief's; the other workers only print progress)."""
+        if not self.is_chief:
+            if report:
+                self.log(f"step {self.step}/{self.run.max_steps}  d_loss {out.d_loss:.3f}  "
+                         f"g_loss {out.g_loss:.3f}")
+            return
         if self.watchdog:
             warning = self.watchdog.observe_d_loss(self.step, out.d_loss)
             if warning:
@@ -596,54 +762,110 @@ class Trainer:
 
     def finish(self):
         """The last grid and checkpoint, unless this step already has them."""
+        if not self.is_chief:
+            return
         if self.step % self.run.sample_every != 0:
             self.write_samples()
         if self.last_saved is None or gan_run.step_of(self.last_saved) != self.step:
             self.save()
 
 
+def worker_lost(run, layout, error, step=None):
+    """WorkerLost for a Session.run that failed with several workers."""
+    gone = replicas.unreachable_workers(layout)
+    if gone:
+        what = ", ".join(f"worker {index} ({address})" for index, address in gone)
+        what += " stopped answering"
+    else:
+        what = (f"the other workers did not answer within --worker_timeout "
+                f"{run.worker_timeout:g} s")
+    when = f"at step {step + 1}" if step is not None else "while the workers were starting"
+    return WorkerLost(
+        f"{what} {when} ({type(error).__name__}); this worker stops too. Start the same "
+        f"command again on every machine: the run resumes from the chief's last checkpoint "
+        f"in {run.ckpt_dir}")
+
+
+@contextlib.contextmanager
+def training_session(parts):
+    """A Session for the training graph: local, or on this worker's server
+    when the run spans several workers."""
+    config = replicas.session_config(parts.layout, parts.strategy)
+    target = ""
+    if parts.layout.num_workers > 1:
+        target = replicas.worker_server(parts.layout, config).target
+    with tf1.Session(target, graph=parts.graph, config=config) as sess:
+        yield sess
+
+
 def train_once(run, overrides, log, deadline=math.inf):
     """One attempt of `train`: raises TrainingDiverged on a non-finite loss.
 
     Training stops cleanly (checkpoint, grid) at the first step that ends
-    after `deadline` (a time.monotonic() value).
+    after `deadline` (a time.monotonic() value). With several workers, a
+    stop that one asks for (signal, time limit) takes effect on all after
+    the same step.
     """
-    hparams, checkpoint, images = prepare(run, overrides, log)
-    parts = build_training_graph(hparams, images, run.keep_checkpoints)
-    with tf1.Session(graph=parts.graph, config=hardware.session_config()) as sess:
-        trainer = Trainer(run, hparams, parts, sess, checkpoint, images, log)
-        first_step, started = trainer.step, time.monotonic()
-        if first_step >= run.max_steps:
-            log(f"the run is at step {first_step}, already at --max_steps {run.max_steps}; "
-                f"raise --max_steps to train further")
-        with StopRequest() as stop, contextlib.closing(trainer.writer):
-            # At least one step, so that even a limit shorter than the setup
-            # leaves a checkpoint of this run behind.
-            while (trainer.step < run.max_steps and stop.signal is None
-                   and (trainer.step == first_step or time.monotonic() < deadline)):
-                next_step = trainer.step + 1
-                report = next_step % run.log_every == 0 or next_step == run.max_steps
-                out = trainer.train_step(report)
-                if not out.finite:
-                    raise trainer.diverged(out)
-                trainer.periodic_work(out, report, deadline)
-                if stop.signal is not None:
-                    log(f"{signal.Signals(stop.signal).name} received: step {trainer.step} "
-                        f"is done, saving a checkpoint")
-            if trainer.step > first_step:
-                trainer.finish()
+    layout = replicas.plan(run.devices)
+    several_workers = layout.num_workers > 1
+    hparams, checkpoint, images = prepare(run, overrides, log, layout)
+    parts = build_training_graph(hparams, images, run.keep_checkpoints, layout)
+    stopped_by_other_worker, signal_logged, trainer = False, False, None
+    with training_session(parts) as sess, StopRequest() as stop:
+        try:
+            trainer = Trainer(run, hparams, parts, sess, checkpoint, images, log)
+            first_step, started = trainer.step, time.monotonic()
+            if first_step >= run.max_steps:
+                log(f"the run is at step {first_step}, already at --max_steps "
+                    f"{run.max_steps}; raise --max_steps to train further")
+            with (contextlib.closing(trainer.writer) if trainer.writer
+                  else contextlib.nullcontext()):
+                # At least one step, so that even a limit shorter than the setup
+                # leaves a checkpoint of this run behind.
+                while trainer.step < run.max_steps:
+                    next_step = trainer.step + 1
+                    report = next_step % run.log_every == 0 or next_step == run.max_steps
+                    wish = stop.signal is not None or time.monotonic() >= deadline
+                    out = trainer.train_step(report, wish)
+                    if not out.finite:
+                        raise trainer.diverged(out)
+                    trainer.periodic_work(out, report, deadline)
+                    if stop.signal is not None and not signal_logged:
+                        signal_logged = True
+                        log(f"{signal.Signals(stop.signal).name} received: step "
+                            f"{trainer.step} is done, "
+                            + ("stopping every worker after the next step" if several_workers
+                               else "saving a checkpoint"))
+                    if several_workers:  # every worker counts the same votes
+                        if out.stop_votes > 0:
+                            stopped_by_other_worker = not wish
+                            break
+                    elif stop.signal is not None or time.monotonic() >= deadline:
+                        break
+                if trainer.step > first_step:
+                    trainer.finish()
+                if several_workers:
+                    log(f"weights digest {trainer.weights_digest()} at step {trainer.step}")
+        except tf.errors.OpError as error:
+            if not several_workers:
+                raise
+            raise worker_lost(run, layout, error, trainer and trainer.step) from error
     step, elapsed = trainer.step, time.monotonic() - started
     if step > first_step:
         log(f"trained steps {first_step}-{step} in {format_seconds(elapsed)} "
             f"({elapsed / (step - first_step):.3f} s/step)")
-    out_of_time = step < run.max_steps and stop.signal is None
+    out_of_time = step < run.max_steps and stop.signal is None and not stopped_by_other_worker
     if stop.signal is not None:
         log(f"stopped by {signal.Signals(stop.signal).name} at step {step}; "
             f"run the same command again to resume")
+    elif stopped_by_other_worker:
+        log(f"stopped at step {step}: another worker was interrupted or reached its "
+            f"--max_minutes; the chief saved a checkpoint")
     elif out_of_time:
         log(f"--max_minutes {run.max_minutes:g} reached at step {step}; run the same "
             f"command again to train further")
-    return TrainResult(step, trainer.last_saved, stop.signal, out_of_time)
+    return TrainResult(step, trainer.last_saved, stop.signal, out_of_time,
+                       stopped_by_other_worker)
 
 
 def main(argv=None):
@@ -653,7 +875,7 @@ def main(argv=None):
     tf.get_logger().setLevel("ERROR")
     try:
         result = train(run, overrides, log=lambda text: print(text, flush=True))
-    except (FileNotFoundError, ValueError, TrainingDiverged, OutputError) as error:
+    except (FileNotFoundError, ValueError, TrainingDiverged, OutputError, WorkerLost) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 128 + result.stopped_by if result.stopped_by else 0

@@ -93,7 +93,7 @@ def race_side(side, seed, args, split, real, results, save):
             if key in results:
                 done = mark
                 continue
-            flags = RECIPE if side == "recipe" else []
+            flags = args.recipe.split() if side == "recipe" else []
             train_ours(flags, folder, train_dir, cache_dir, mark - done, args.width, seed)
             fake, steps = ours_faces(folder, args.num_images)
         done = mark
@@ -165,6 +165,9 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1", help="seeds of each side")
     parser.add_argument("--sides", default="recipe,pytorch",
                         help=f"comma-separated, from {', '.join(SIDES)}")
+    parser.add_argument("--recipe", default=" ".join(RECIPE),
+                        help="train_gan.py flags of the recipe side, to race another recipe "
+                             "(use a new --work_dir: results are kept by side name)")
     parser.add_argument("--width", type=int, default=32,
                         help="--gf_dim/--df_dim here, --ngf/--ndf in the PyTorch example")
     parser.add_argument("--held_out", type=int, default=2000,

@@ -120,9 +120,9 @@ class TensorFlowRun:
     def step(self):
         parts = self.parts
         if self.writer:
-            d_out = self.sess.run([parts.d_train_op, parts.gan.d_loss, parts.gan.d_summary],
+            d_out = self.sess.run([parts.d_train_op, parts.gan.d_loss, parts.d_summary],
                                   self.feed)
-            g_out = self.sess.run([parts.g_train_op, parts.gan.g_loss, parts.gan.g_summary,
+            g_out = self.sess.run([parts.g_train_op, parts.gan.g_loss, parts.g_summary,
                                    parts.weights_finite], self.feed)
             self.writer.add_summary(d_out[2])
             self.writer.add_summary(g_out[2])

@@ -1,0 +1,263 @@
+"""Data-parallel training on several devices and machines, with tf.distribute.
+
+A replica is one copy of the networks on one device; each step, every
+replica trains on its own --batch_size images, and tf.distribute sums the
+replicas' gradients (all-reduce) so that every copy takes the same update.
+
+  --devices auto   every GPU of the machine (one replica each), else the CPU;
+  --devices N      N replicas: the first N GPUs, or, on a machine without
+                   GPUs, the CPU split into N logical devices (to try the
+                   code path; on one CPU it costs time, it saves none).
+
+Several machines: when TF_CONFIG names a cluster of more than one worker,
+the run uses MultiWorkerMirroredStrategy over all of them, each machine
+contributing its GPUs (or its CPU as one replica). Worker 0 is the chief:
+it alone writes checkpoints, sample grids, TensorBoard events and
+hparams.json. Every worker reads --ckpt_dir to resume, so on several
+machines it must be a folder they all see (a shared file system).
+
+One replica on one machine uses TensorFlow's default strategy: the graph is
+the single-device graph of the classic DCGAN.
+"""
+
+import dataclasses
+import json
+import os
+import socket
+
+import hardware
+
+TF_CONFIG = "TF_CONFIG"
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the replicas of a run live.
+
+    devices: this worker's devices, one replica each (e.g. ("/gpu:0", "/gpu:1")).
+    logical_cpus: how many logical devices the CPU is split into (0: not split).
+    cluster: TF_CONFIG's cluster ({"worker": ["host:port", ...]}) or None.
+    worker_index: this worker's index in cluster["worker"].
+    """
+    devices: tuple = ("/cpu:0",)
+    logical_cpus: int = 0
+    cluster: dict = None
+    worker_index: int = 0
+
+    @property
+    def workers(self):
+        """Addresses of the cluster's workers, or [] on one machine."""
+        return list(self.cluster["worker"]) if self.cluster else []
+
+    @property
+    def num_workers(self):
+        return max(len(self.workers), 1)
+
+    @property
+    def local_replicas(self):
+        return len(self.devices)
+
+    @property
+    def replicas(self):
+        """Replicas in the whole run, every worker's."""
+        return self.num_workers * self.local_replicas
+
+    @property
+    def first_replica(self):
+        """Global index of this worker's first replica."""
+        return self.worker_index * self.local_replicas
+
+    @property
+    def is_chief(self):
+        return self.worker_index == 0
+
+    def describe(self):
+        where = ", ".join(self.devices)
+        if self.logical_cpus:
+            where += f" (the CPU split into {self.logical_cpus} logical devices)"
+        if self.num_workers > 1:
+            return (f"worker {self.worker_index} of {self.num_workers}"
+                    f"{' (chief)' if self.is_chief else ''}: {self.local_replicas} of the "
+                    f"run's {self.replicas} replicas here ({where})")
+        return f"{self.replicas} replica{'s' if self.replicas > 1 else ''}: {where}"
+
+
+def parse_devices(text):
+    """argparse type of --devices: "auto" or a positive number of replicas."""
+    import argparse
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or a number of replicas of at least 1, got {text!r}")
+    return value
+
+
+def read_cluster(environ=None):
+    """(cluster, worker index) from TF_CONFIG, or (None, 0) without one.
+
+    Only clusters of workers are accepted (worker 0 is the chief); a
+    cluster of one worker is the same as none.
+
+    Raises:
+      ValueError: TF_CONFIG is set but unusable, saying what is wrong.
+    """
+    text = (os.environ if environ is None else environ).get(TF_CONFIG, "").strip()
+    if not text:
+        return None, 0
+    try:
+        config = json.loads(text)
+        cluster, task = config.get("cluster") or {}, config.get("task") or {}
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{TF_CONFIG} is not a JSON object with \"cluster\" and \"task\" "
+                         f"({error}); see the README's \"Several machines\"") from error
+    others = sorted(set(cluster) - {"worker"})
+    if others:
+        raise ValueError(f"{TF_CONFIG} names {', '.join(others)} jobs; this trainer uses "
+                         f"only \"worker\" (worker 0 is the chief)")
+    workers = cluster.get("worker") or []
+    if not isinstance(workers, list) or not all(isinstance(w, str) and ":" in w
+                                                for w in workers):
+        raise ValueError(f"{TF_CONFIG}'s cluster.worker must be a list of \"host:port\" "
+                         f"addresses, got {workers!r}")
+    if task.get("type", "worker") != "worker":
+        raise ValueError(f"{TF_CONFIG}'s task type must be \"worker\", got {task.get('type')!r}")
+    index = task.get("index")
+    if not isinstance(index, int) or not 0 <= index < max(len(workers), 1):
+        raise ValueError(f"{TF_CONFIG}'s task.index must be a worker number from 0 to "
+                         f"{len(workers) - 1}, got {index!r}")
+    if len(workers) <= 1:
+        return None, 0
+    return {"worker": workers}, index
+
+
+def plan(devices="auto", environ=None, gpus=None):
+    """The Layout that --devices and TF_CONFIG ask for on this machine.
+
+    Args:
+      devices: "auto" or a number of replicas on this machine.
+      environ: the environment to read TF_CONFIG from (default os.environ).
+      gpus: how many GPUs the machine has (default: ask TensorFlow).
+
+    Raises:
+      ValueError: a request this machine cannot meet, saying what to pass.
+    """
+    cluster, index = read_cluster(environ)
+    if gpus is None:
+        import tensorflow as tf
+        gpus = len(tf.config.list_physical_devices("GPU"))
+    if devices == "auto":
+        count = max(gpus, 1)
+    else:
+        count = int(devices)
+        if gpus and count > gpus:
+            raise ValueError(f"--devices {count} asks for more replicas than this machine's "
+                             f"{gpus} GPUs; pass --devices {gpus} or auto")
+    if gpus:
+        return Layout(tuple(f"/gpu:{i}" for i in range(count)), 0, cluster, index)
+    if cluster and count > 1:
+        raise ValueError(f"--devices {count}: with several workers, a machine without GPUs "
+                         f"trains as one replica on its CPU; pass --devices 1 or auto")
+    if count == 1:
+        return Layout(("/cpu:0",), 0, cluster, index)
+    return Layout(tuple(f"/cpu:{i}" for i in range(count)), count, cluster, index)
+
+
+def make_strategy(layout):
+    """The tf.distribute strategy of a layout; call inside the run's graph."""
+    import tensorflow as tf
+    if layout.num_workers > 1:
+        # Reads the same TF_CONFIG as read_cluster; the devices are the
+        # machine's GPUs, or its CPU.
+        return tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy()
+    if layout.local_replicas > 1:
+        return tf.compat.v1.distribute.MirroredStrategy(list(layout.devices))
+    return tf.distribute.get_strategy()
+
+
+def session_config(layout, strategy):
+    """hardware.session_config() plus what the layout needs.
+
+    A ConfigProto that does not ask for the logical CPU devices gets one CPU,
+    and soft placement then puts every replica on it without a word; so the
+    count is always set when the CPU is split.
+    """
+    config = hardware.session_config()
+    if layout.logical_cpus:
+        config.device_count["CPU"] = layout.logical_cpus
+    if layout.num_workers > 1:
+        config = strategy.update_config_proto(config)
+    return config
+
+
+_servers = {}
+
+
+def worker_server(layout, config):
+    """This worker's tf.distribute.Server, started on first use; the
+    training Session opens on its target. One per process: its port stays
+    bound until the process ends."""
+    import tensorflow as tf
+    if layout.worker_index not in _servers:
+        _servers[layout.worker_index] = tf.distribute.Server(
+            tf.train.ClusterSpec(layout.cluster), job_name="worker",
+            task_index=layout.worker_index, config=config, start=True)
+    return _servers[layout.worker_index]
+
+
+def replica_rows(batch, rows_per_replica, first_replica=0):
+    """This replica's rows of a batch that holds replicas `first_replica`,
+    `first_replica + 1`, ... in order. Call in replica context."""
+    import tensorflow as tf
+    context = tf.distribute.get_replica_context()
+    index = context.replica_id_in_sync_group - first_replica
+    return batch[index * rows_per_replica:(index + 1) * rows_per_replica]
+
+
+def mean_over_replicas(strategy, values):
+    """{name: per-replica scalar} -> {name: scalar tensor}, averaged over every
+    replica of the run, so that every worker reports the same numbers.
+
+    Call in cross-replica context. The values, all of one dtype, go into
+    one reduction.
+    """
+    import tensorflow as tf
+    names = sorted(values)
+    stacked = strategy.extended.call_for_each_replica(
+        lambda *scalars: tf.stack(scalars), args=tuple(values[name] for name in names))
+    reduced = strategy.reduce(tf.distribute.ReduceOp.MEAN, stacked, axis=None)
+    return {name: reduced[i] for i, name in enumerate(names)}
+
+
+def first_replica_value(strategy, per_replica):
+    """A tensor holding this worker's first replica's value of a per-replica
+    result, which runs every local replica's.
+
+    Fetching one replica's result alone would leave the other replicas'
+    halves of an all-reduce waiting for it forever.
+    """
+    import tensorflow as tf
+    import tensorflow.nest as nest
+    local = strategy.experimental_local_results(per_replica)
+    if len(local) == 1:
+        return local[0]
+    with tf.control_dependencies(nest.flatten(local[1:])):
+        return nest.map_structure(tf.identity, local[0])
+
+
+def unreachable_workers(layout, timeout=2.0):
+    """Addresses of the other workers that refuse a TCP connection."""
+    gone = []
+    for index, address in enumerate(layout.workers):
+        if index == layout.worker_index:
+            continue
+        host, port = address.rsplit(":", 1)
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except OSError:
+            gone.append((index, address))
+    return gone
