@@ -6,6 +6,9 @@ Checkpoints go to --ckpt_dir (with hparams.json), 8x8 grids from a z fixed
 for the run to --samples_dir, TensorBoard logs to --log_dir. Running the same
 command again resumes from the newest checkpoint; Ctrl-C or SIGTERM saves a
 checkpoint and exits.
+
+--devices trains on several GPUs (or logical CPU devices) of one machine;
+TF_CONFIG naming several workers spreads a run over machines (replicas.py).
 """
 
 import argparse
