@@ -612,9 +612,29 @@ def atomic_path(path):
 
 
 def leftovers_of(path):
-    """Temporary files of `atomic_path(path)` left by killed processes."""
+    """Temporary files of `atomic_path(path)` left by killed processes.
+
+    Not those of a process of this machine that is still running: two
+    workers of one run may build the same cache at the same time.
+    """
     path = Path(path)
-    return list(path.parent.glob(f".{path.name}.tmp*"))
+    found = []
+    for candidate in path.parent.glob(f".{path.name}.tmp*"):
+        owner = candidate.name.rsplit(".tmp", 1)[1]
+        if not (owner.isdigit() and int(owner) != os.getpid() and process_alive(int(owner))):
+            found.append(candidate)
+    return found
+
+
+def process_alive(pid):
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def atomic_save_image(pixels, path, **save_options):

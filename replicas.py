@@ -249,6 +249,18 @@ def first_replica_value(strategy, per_replica):
         return nest.map_structure(tf.identity, local[0])
 
 
+def loopback_workers(count):
+    """Addresses of `count` free ports on 127.0.0.1: a cluster on one machine
+    (the tests, bench/scaling.py)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for each in sockets:
+        each.bind(("127.0.0.1", 0))
+    addresses = [f"127.0.0.1:{each.getsockname()[1]}" for each in sockets]
+    for each in sockets:
+        each.close()
+    return addresses
+
+
 def unreachable_workers(layout, timeout=2.0):
     """Addresses of the other workers that refuse a TCP connection."""
     gone = []

@@ -381,6 +381,7 @@ def _build_replicated(hparams, layout, strategy, images, graph):
     global_step = tf1.train.get_or_create_global_step()
     several_workers = layout.num_workers > 1
     stop_wish = tf1.placeholder_with_default(0.0, [], "stop_wish") if several_workers else None
+    network_names = set()  # of both networks' variables, as the model defines them
 
     def replica_step():
         """One replica's share of a step: its rows of the batch, its networks' ops."""
@@ -390,6 +391,8 @@ def _build_replicated(hparams, layout, strategy, images, graph):
         replica_z = replicas.replica_rows(z, hparams.batch_size)
         gan = model.build_model(real_images, replica_z)
         d_train_op, g_train_op = model.optimizers(gan, global_step, layout.replicas)
+        network_names.update(variable_name(v) for scope in model.network_variables().values()
+                             for v in scope)
         fields = {field.name: getattr(gan, field.name) for field in dataclasses.fields(gan)}
         wish = tf.identity(stop_wish) if several_workers else None
         return d_train_op, g_train_op, fields, replica_z, wish
@@ -425,8 +428,7 @@ def _build_replicated(hparams, layout, strategy, images, graph):
     # batch-norm statistics of both networks are checked too, once the G
     # step has run: fetch this only together with g_train_op. (Adam's
     # slots and G's averages only turn NaN through the weights.)
-    networks = [v for v in tf1.global_variables()
-                if variable_name(v).startswith(("generator/", "discriminator/"))]
+    networks = [v for v in tf1.global_variables() if variable_name(v) in network_names]
     with tf.control_dependencies([g_train_op]):
         weights_finite = tf.reduce_all(tf.stack(
             [tf.reduce_all(tf.math.is_finite(v)) for v in networks]))

@@ -21,7 +21,6 @@ on 2 machines from the gradient size per step and the link speed.
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -99,19 +98,9 @@ def time_allreduce(shapes, layout, iters, warmup, session_target=None):
     return statistics.median(times)
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for each in sockets:
-        each.bind(("127.0.0.1", 0))
-    ports = [each.getsockname()[1] for each in sockets]
-    for each in sockets:
-        each.close()
-    return ports
-
-
 def run_workers(args):
     """Time 2 workers on 127.0.0.1: two children of this script; the chief's figures."""
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    workers = replicas.loopback_workers(2)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "chief.json"
         children = []

@@ -169,3 +169,17 @@ def test_flip_mirrors_about_half_deterministically():
     next(again), next(again)
     np.testing.assert_array_equal(next(resumed), next(again))
     np.testing.assert_array_equal(images, original)  # batches are copies
+
+
+def test_a_cache_build_keeps_the_temporary_files_of_a_live_writer(tmp_path):
+    """Two workers of one run may build the same cache at once: neither may
+    delete the other's half-written file, only those of dead processes."""
+    target = tmp_path / "faces.npy"
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    dead = tmp_path / f".faces.npy.tmp{finished.pid}"
+    live = tmp_path / f".faces.npy.tmp{os.getppid()}"
+    own = tmp_path / f".faces.npy.tmp{os.getpid()}"
+    for path in (dead, live, own):
+        path.write_bytes(b"")
+    assert sorted(gf.leftovers_of(target)) == sorted([dead, own])

@@ -5,7 +5,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -90,7 +89,7 @@ def session(parts):
 
 
 def tiny_hparams(**changes):
-    return HParams(gf_dim=8, df_dim=8, z_dim=16, batch_size=4, **changes)
+    return HParams(**{"gf_dim": 8, "df_dim": 8, "z_dim": 16, "batch_size": 4, **changes})
 
 
 def test_replicas_run_on_two_devices_and_stay_identical():
@@ -159,14 +158,20 @@ def test_two_replicas_take_the_step_of_one_device_on_their_joint_batch(tmp_path)
         got = {train_gan.variable_name(v): value
                for v, value in zip(variables, sess.run(variables))}
     assert got.keys() == expected.keys()
-    compared = 0
+    slots = 0
     for name, value in expected.items():
-        # The moving variance tracks the unbiased batch variance, which
-        # differs between a batch of 4 and one of 8 by design.
-        if "moving_variance" not in name:
-            np.testing.assert_allclose(got[name], value, rtol=2e-4, atol=1e-6, err_msg=name)
-            compared += 1
-    assert any("/Adam" in name for name in expected) and compared > 100
+        if "moving_variance" in name:
+            continue  # tracks the unbiased batch variance: of 4 images, not of 8
+        if name.endswith(("_adam", "_adam_1")):  # m and v: the gradient, its square
+            slots += 1
+            np.testing.assert_allclose(got[name], value, rtol=1e-3,
+                                       atol=1e-3 * np.abs(value).max(), err_msg=name)
+        else:
+            # Adam's first step is lr * g / (|g| + epsilon): where g is near 0
+            # rounding moves it by up to lr, so the weights get a quarter of lr.
+            np.testing.assert_allclose(got[name], value, rtol=1e-4,
+                                       atol=hparams.learning_rate / 4, err_msg=name)
+    assert slots >= 40
 
 
 def test_two_replica_checkpoint_predicts_and_resumes_on_one_and_on_two(tmp_path, demo_dir):
@@ -201,16 +206,6 @@ def test_global_batch_larger_than_the_data_is_explained(tmp_path, demo_dir):
 # ---------------------------------------------------------------------------
 # Two workers on 127.0.0.1
 # ---------------------------------------------------------------------------
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for each in sockets:
-        each.bind(("127.0.0.1", 0))
-    ports = [each.getsockname()[1] for each in sockets]
-    for each in sockets:
-        each.close()
-    return ports
-
 
 class Worker:
     """A train_gan.py child process, its output collected line by line."""
@@ -256,7 +251,7 @@ def start_cluster(tmp_path, demo_dir, max_steps, *extra, other_folders=None, tin
     """Two workers; worker 1 gets `other_folders` for its run folders (to see
     whether it writes anything) or shares worker 0's, as machines sharing a
     file system do."""
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    workers = replicas.loopback_workers(2)
     flags = run_flags(tmp_path, demo_dir, max_steps, "--worker_timeout", "20", *extra,
                       tiny=tiny)
     other = (run_flags(other_folders, demo_dir, max_steps, "--worker_timeout", "20", *extra,
