@@ -42,7 +42,7 @@ import generate_face  # noqa: E402
 import held_out_faces  # noqa: E402
 import train_gan  # noqa: E402
 
-RECIPE = ["--kernel_size", "4", "--schedule", "reuse_fake"]
+RECIPE = ["--kernel_size", "4", "--schedule", "reuse_fake", "--flip", "--g_ema_decay", "0.999"]
 SIDES = ("recipe", "classic", "pytorch")
 
 

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import gan_run
+import generate_face
 import replicas
 import train_gan
 from conftest import PROJECT, run_flags
@@ -74,6 +75,19 @@ def test_bad_devices_flag_is_refused(value, capsys):
     with pytest.raises(SystemExit):
         train_gan.parse_flags(["--devices", value])
     assert "--devices" in capsys.readouterr().err
+
+
+def test_each_worker_reads_its_own_rows_of_every_global_batch():
+    """The workers' parts put together are the global batch, mirroring
+    included, across epoch boundaries and from a resumed position."""
+    images = np.random.default_rng(0).integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
+    for start in (0, 7):
+        whole = generate_face.BatchStream(images, 6, seed=3, start_batch=start, flip=True)
+        parts = [generate_face.BatchStream(images, 6, seed=3, start_batch=start, flip=True,
+                                           part=slice(3 * i, 3 * i + 3)) for i in range(2)]
+        for _ in range(5):
+            np.testing.assert_array_equal(np.concatenate([next(p) for p in parts]),
+                                          next(whole))
 
 
 # ---------------------------------------------------------------------------
