@@ -171,12 +171,22 @@ def make_strategy(layout):
     """The tf.distribute strategy of a layout; call inside the run's graph."""
     import tensorflow as tf
     if layout.num_workers > 1:
-        # Reads the same TF_CONFIG as read_cluster; the devices are the
-        # machine's GPUs, or its CPU.
-        return tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy()
-    if layout.local_replicas > 1:
-        return tf.compat.v1.distribute.MirroredStrategy(list(layout.devices))
-    return tf.distribute.get_strategy()
+        # The cluster as read_cluster read it, and only the GPUs the layout
+        # chose (by default the strategy would take every GPU it sees).
+        gpus = layout.local_replicas if layout.devices[0].startswith("/gpu") else 0
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(layout.cluster), task_type="worker",
+            task_id=layout.worker_index, num_accelerators={"GPU": gpus}, rpc_layer="grpc")
+        strategy = tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy(
+            cluster_resolver=resolver)
+    elif layout.local_replicas > 1:
+        strategy = tf.compat.v1.distribute.MirroredStrategy(list(layout.devices))
+    else:
+        strategy = tf.distribute.get_strategy()
+    if strategy.num_replicas_in_sync != layout.replicas:
+        raise RuntimeError(f"tf.distribute made {strategy.num_replicas_in_sync} replicas "
+                           f"where the layout has {layout.replicas} ({layout.describe()})")
+    return strategy
 
 
 def session_config(layout, strategy):
