@@ -80,15 +80,21 @@ def time_allreduce(shapes, layout, iters, warmup, session_target=None):
     with graph.as_default():
         strategy = replicas.make_strategy(layout)
         with strategy.scope():
-            def reduce():
-                context = tf.distribute.get_replica_context()
-                tensors = [tf.random.normal(shape) for shape in shapes]
-                return context.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
-            reduced = strategy.extended.call_for_each_replica(reduce)
-            op = strategy.group(reduced)
+            # Variables, so that the timing holds the reduction alone (not
+            # the making of the tensors); each replica reads its own copy.
+            gradients = [tf1.get_variable(f"gradient_{i}", shape, initializer=tf1.ones_initializer())
+                         for i, shape in enumerate(shapes)]
+
+            copies = strategy.extended.call_for_each_replica(
+                lambda: [tf.identity(g) for g in gradients])
+            # As the optimizers reduce gradients: onto the variables' devices.
+            op = strategy.group(strategy.extended.batch_reduce_to(
+                tf.distribute.ReduceOp.SUM, list(zip(copies, gradients))))
+            init = tf1.global_variables_initializer()
     config = replicas.session_config(layout, strategy)
     target = session_target(config) if session_target else ""
     with tf1.Session(target, graph=graph, config=config) as sess:
+        sess.run(init)
         times = []
         for i in range(warmup + iters):
             started = time.perf_counter()
@@ -98,8 +104,13 @@ def time_allreduce(shapes, layout, iters, warmup, session_target=None):
     return statistics.median(times)
 
 
-def run_workers(args):
-    """Time 2 workers on 127.0.0.1: two children of this script; the chief's figures."""
+def run_workers(args, measurement):
+    """Time 2 workers on 127.0.0.1: two children of this script; the chief's figure.
+
+    Each measurement gets processes of its own: a worker's collective ops
+    are keyed per process, and a second graph in the same one would reuse
+    the first one's keys.
+    """
     workers = replicas.loopback_workers(2)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "chief.json"
@@ -107,9 +118,10 @@ def run_workers(args):
         for index in range(2):
             env = {**os.environ, replicas.TF_CONFIG: json.dumps(
                 {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
-            flags = [sys.executable, __file__, "--as_worker", "--width", str(args.width),
-                     "--batch_size", str(args.batch_size), "--iters", str(args.iters),
-                     "--warmup", str(args.warmup), "--json_out", str(out)]
+            flags = [sys.executable, __file__, "--as_worker", measurement,
+                     "--width", str(args.width), "--batch_size", str(args.batch_size),
+                     "--iters", str(args.iters), "--warmup", str(args.warmup),
+                     "--json_out", str(out)]
             children.append(subprocess.Popen(flags, env=env))
         for child in children:
             if child.wait(timeout=1800) != 0:
@@ -117,25 +129,26 @@ def run_workers(args):
         return json.loads(out.read_text())
 
 
-def measure(hparams, images, layout, args, session_target=None):
-    step = time_training(hparams, images, layout, args.iters, args.warmup, session_target)
-    reduce = time_allreduce(gradient_shapes(hparams), layout, args.iters, args.warmup,
-                            session_target)
+def row(hparams, layout, step, reduce):
     return {"replicas": layout.replicas, "step_s": step,
             "images_per_sec": hparams.batch_size * layout.replicas / step,
             "allreduce_s": reduce}
 
 
 def as_worker(hparams, images, args):
-    """One worker of the 2-worker measurement (started by run_workers)."""
+    """One worker of a 2-worker measurement (started by run_workers)."""
     layout = replicas.plan("auto")
 
     def target(config):
         return replicas.worker_server(layout, config).target
 
-    figures = measure(hparams, images, layout, args, target)
+    if args.as_worker == "training":
+        seconds = time_training(hparams, images, layout, args.iters, args.warmup, target)
+    else:
+        seconds = time_allreduce(gradient_shapes(hparams), layout, args.iters, args.warmup,
+                                 target)
     if layout.is_chief:
-        Path(args.json_out).write_text(json.dumps(figures))
+        Path(args.json_out).write_text(json.dumps(seconds))
 
 
 def speedup_model(gradient_bytes):
@@ -168,7 +181,7 @@ def main():
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json_out", default="", help="also write the figures as JSON")
-    parser.add_argument("--as_worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--as_worker", choices=("training", "allreduce"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     tf.get_logger().setLevel("ERROR")
 
@@ -185,10 +198,14 @@ def main():
     rows = []
     for count in counts:
         layout = replicas.plan(count, environ={}, gpus=0)
-        rows.append(("logical CPU devices", measure(hparams, images, layout, args)))
+        step = time_training(hparams, images, layout, args.iters, args.warmup)
+        reduce = time_allreduce(gradient_shapes(hparams), layout, args.iters, args.warmup)
+        rows.append(("logical CPU devices", row(hparams, layout, step, reduce)))
         print(f"  {count} replica(s): {rows[-1][1]['images_per_sec']:.1f} images/s", flush=True)
     if args.workers:
-        rows.append(("workers on 127.0.0.1", run_workers(args)))
+        cluster = replicas.Layout(cluster={"worker": ["", ""]})
+        rows.append(("workers on 127.0.0.1", row(
+            hparams, cluster, run_workers(args, "training"), run_workers(args, "allreduce"))))
     print("\n| layout | replicas | images/s | iteration | all-reduce of the gradients |")
     print("|---|---|---|---|---|")
     for kind, figures in rows:
