@@ -178,13 +178,18 @@ def test_two_replicas_take_the_step_of_one_device_on_their_joint_batch(tmp_path)
             continue  # tracks the unbiased batch variance: of 4 images, not of 8
         if name.endswith(("_adam", "_adam_1")):  # m and v: the gradient, its square
             slots += 1
-            np.testing.assert_allclose(got[name], value, rtol=1e-3,
-                                       atol=1e-3 * np.abs(value).max(), err_msg=name)
+            # 1%: batch statistics over 4 and over 8 rows round differently
+            # (0.3% of the largest value with TensorFlow's Eigen kernels); a
+            # sum of the replicas' gradients where the mean belongs is 100%.
+            np.testing.assert_allclose(got[name], value, rtol=1e-2,
+                                       atol=1e-2 * np.abs(value).max(), err_msg=name)
         else:
-            # Adam's first step is lr * g / (|g| + epsilon): where g is near 0
-            # rounding moves it by up to lr, so the weights get a quarter of lr.
-            np.testing.assert_allclose(got[name], value, rtol=1e-4,
-                                       atol=hparams.learning_rate / 4, err_msg=name)
+            # Adam's first step is lr * g / (|g| + epsilon), about lr * sign(g):
+            # only where g is within rounding of 0 may its sign, and the
+            # step, differ (by 2 lr). Replicas on other data would differ in
+            # half of the weights.
+            moved_otherwise = np.abs(got[name] - value) > hparams.learning_rate / 2
+            assert moved_otherwise.mean() < 2e-3, (name, moved_otherwise.sum())
     assert slots >= 40
 
 
