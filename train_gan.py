@@ -525,8 +525,8 @@ def prepare(run, overrides, log, layout=replicas.Layout()):
         log(warning)
     log(layout.describe())
     global_batch = hparams.batch_size * layout.replicas
-    if checkpoint and gan_run.saved_replicas(run.ckpt_dir) != layout.replicas:
-        before = gan_run.saved_replicas(run.ckpt_dir)
+    before = gan_run.saved_replicas(run.ckpt_dir) if checkpoint else layout.replicas
+    if before != layout.replicas:
         log(f"  replicas: {before} -> {layout.replicas} (global batch "
             f"{hparams.batch_size * before} -> {global_batch} images; learning rates unchanged)")
     if layout.is_chief:  # the other workers write nothing into the run's folders
