@@ -48,12 +48,14 @@ STREAM_SAMPLE_Z = 2
 STREAM_FLIP = 3
 STREAM_MASK = 4
 STREAM_WATCHDOG = 5
-# evaluate_gan.py's streams: which real faces, which neighbourhoods, which
-# projection directions, and the z of the generated faces it scores.
+# The evaluation's streams (metrics.py, evaluate_gan.py): which real faces,
+# which neighbourhoods, which projection directions, the z of the generated
+# faces it scores, and KID's subsets.
 STREAM_PICK_REAL = 10
 STREAM_PATCHES = 11
 STREAM_DIRECTIONS = 12
 STREAM_FAKE_Z = 13
+STREAM_KID_SUBSETS = 14
 
 # CelebA's img_align_celeba format, which the demo data imitates.
 CELEBA_WIDTH = 178
@@ -445,6 +447,51 @@ def load_dataset(data_root, prep=Preprocessing(), cache_dir=None, workers=None, 
         images, kept, skipped = cache.build(files, prep, workers, log)
     report_skipped(skipped, len(files), log)
     return images, kept, skipped
+
+
+def sample_faces(folder, prep, count, seed, log=print):
+    """Up to `count` faces of a folder, picked in a seeded random order.
+
+    Only the files picked are decoded, so a folder as large as CelebA is
+    quick to sample from; bad files are skipped and reported.
+
+    Args:
+      prep: Preprocessing, or None for the files as they are, at the size
+        of the first one picked (see `as_files`).
+
+    Returns:
+      uint8 [R, H, W, 3], R >= 2.
+    """
+    paths = list_image_files(folder)
+    order = run_rng(seed, STREAM_PICK_REAL).permutation(len(paths))
+    picked = [paths[i] for i in order[:count]]
+    prep = prep or as_files(picked[0], folder)
+    log(f"real faces: {len(picked)} of the {len(paths)} in {printable(folder)}"
+        + ("" if prep.is_crop else f", {prep.resize_w}x{prep.resize_h}"))
+    return load_usable(picked, prep, folder, log)
+
+
+def load_usable(paths, prep, folder, log=print):
+    """Decode and preprocess `paths` (bad files skipped and reported); at least 2."""
+    images, kept, _ = load_faces(paths, prep, log=log)
+    if len(kept) < 2:
+        raise ValueError(f"fewer than 2 usable images in {printable(folder)}")
+    return images
+
+
+def as_files(first_path, source):
+    """The Preprocessing that keeps images as their files are: no crop, and
+    the size of `first_path` (an image of another size is resized to it).
+
+    source: the folder or flag it came from, for the error message.
+    """
+    try:
+        with Image.open(first_path) as first:
+            width, height = first.size
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ValueError(f"cannot read {printable(first_path)}, the first image of "
+                         f"{printable(source)}: {error}") from error
+    return Preprocessing(resize_h=height, resize_w=width, is_crop=False)
 
 
 def to_unit_range(images):

@@ -8,14 +8,15 @@ into it: the split is two folders of symbolic links.
 
 from pathlib import Path
 
-import evaluate_gan
 import generate_face
 
 REAL_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba_sample"
 
 
 def split(work_dir, held_out, num_images, log=print):
-    """(training folder, uint8 [num_images, 64, 64, 3] held-out faces), or None.
+    """(training folder, uint8 [2 x num_images, 64, 64, 3] held-out faces), or None.
+
+    Twice num_images: the faces scored against, and two halves for the floors.
 
     The split is by file, with seed 0 (generate_face.split_folder); None, with
     a message, where the CelebA sample is not there.
@@ -26,6 +27,6 @@ def split(work_dir, held_out, num_images, log=print):
     train_dir, held_out_dir = generate_face.split_folder(REAL_FACES, work_dir, held_out)
     log(f"{len(generate_face.list_image_files(train_dir))} training faces, {held_out} held "
         f"out (split by file, seed 0)")
-    real = evaluate_gan.load_real(held_out_dir, generate_face.Preprocessing(), num_images, 0,
+    real = generate_face.sample_faces(held_out_dir, generate_face.Preprocessing(), 2 * num_images, 0,
                                   lambda *_: None)
     return train_dir, real
