@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import os
 import signal
@@ -30,10 +31,11 @@ from tensorboard.plugins.hparams import api as hp_api
 
 import gan_run
 import generate_face
+import metrics
 import replicas
 from cli_flags import add_flags, below, flag_field
 from gan_model import (GanOutputs, HParams, finite_or_zero, ganModel, images_from_uint8,
-                       tile_images)
+                       images_to_uint8, tile_images)
 
 tf1 = tf.compat.v1
 
@@ -65,6 +67,13 @@ class RunConfig:
     collapse_window: int = flag_field(1000, "warn when D's loss stays near 0, or the fixed-z "
                                             "samples stay less than half as varied as real "
                                             "faces, for this many steps (0: no watchdog)")
+    eval_real_dir: str = flag_field("", "real faces to score G against while training, "
+                                        "ideally faces it does not train on: KID, FID and "
+                                        "SWD every --eval_every steps ('' = no evaluation)")
+    eval_every: int = flag_field(5000, "steps between evaluations with --eval_real_dir; each "
+                                       "follows a checkpoint, and the best is kept in "
+                                       "<ckpt_dir>/best")
+    eval_num_images: int = flag_field(1000, "generated and real faces per evaluation")
     devices: str = flag_field("auto", "replicas on this machine, each training on its own "
                                       "--batch_size images: auto (every GPU, else the CPU) "
                                       "or N (the first N GPUs; on a machine without GPUs, "
@@ -84,6 +93,9 @@ class RunConfig:
         if not (self.worker_timeout > 0 and math.isfinite(self.worker_timeout)):
             found.append(f"--worker_timeout must be a positive number of seconds, "
                          f"got {self.worker_timeout}")
+        found += below(self, ["eval_every"], 1)
+        if self.eval_num_images < 2:
+            found.append(f"--eval_num_images must be at least 2, got {self.eval_num_images}")
         return found + below(self, ["nan_rollbacks", "collapse_window"], 0)
 
 
@@ -345,6 +357,11 @@ class TrainingParts:
     stop_votes: tf.Tensor = None
     worker_facts: tf.Tensor = None
     facts_moments: dict = None  # {"mean", "square"}: the facts' first two moments
+    # The evaluation's generator: z [N, z_dim] -> uint8 faces, inference
+    # mode, on G's moving average when the run keeps one.
+    eval_z: tf.Tensor = None
+    eval_faces: tf.Tensor = None
+    best_saver: tf1.train.Saver = None  # keeps the best-scoring checkpoint, in <ckpt_dir>/best
 
 
 # GanOutputs fields of one number per replica that the D step reports; with
@@ -367,6 +384,7 @@ def build_training_graph(hparams, images, keep_checkpoints=5, layout=replicas.La
             # Built last, so that it saves the optimizers' slots and the step too.
             parts.saver = tf1.train.Saver(max_to_keep=keep_checkpoints,
                                           save_relative_paths=True)
+            parts.best_saver = tf1.train.Saver(max_to_keep=1, save_relative_paths=True)
             parts.init = tf1.global_variables_initializer()
     graph.finalize()  # the loop must not grow the graph
     return parts
@@ -423,6 +441,10 @@ def _build_replicated(hparams, layout, strategy, images, graph):
         + [tf1.summary.histogram(f"weights/{variable_name(v)}", finite_or_zero(v))
            for v in tf1.trainable_variables() if variable_name(v).endswith("/w")])
 
+    eval_z = tf1.placeholder(tf.float32, [None, hparams.z_dim], name="eval_z")
+    eval_faces = images_to_uint8(model.generator(eval_z, is_training=False,
+                                                 use_ema=hparams.uses_ema))
+
     # A NaN gradient can poison weights while the losses stay finite (a
     # ReLU turns NaN into 0 on the way forward), so the weights and
     # batch-norm statistics of both networks are checked too, once the G
@@ -445,7 +467,7 @@ def _build_replicated(hparams, layout, strategy, images, graph):
     return TrainingParts(graph, layout, strategy, iterator, start_batch, z, gan, d_summary,
                          g_summary, global_step, d_train_op, g_train_op, samples,
                          samples_summary, None, None, weights_finite, stop_wish, stop_votes,
-                         worker_facts, facts_moments)
+                         worker_facts, facts_moments, eval_z=eval_z, eval_faces=eval_faces)
 
 
 def variable_name(variable):
@@ -599,6 +621,7 @@ class Trainer:
         self.last_saved = checkpoint
         sess.run(parts.iterator.initializer, {parts.start_batch: self.step})
         self.writer = self.watchdog = None
+        self.evaluation = NoEvaluation()
         if not self.is_chief:
             return
         # Also on resume: settings changed on the command line (a new
@@ -622,6 +645,8 @@ class Trainer:
             picked = np.sort(rng.permutation(len(images))[:generate_face.DIVERSITY_IMAGES])
             self.watchdog = CollapseWatchdog(run.collapse_window,
                                              generate_face.diversity(images[picked]))
+        if run.eval_real_dir:
+            self.evaluation = Evaluation(run, hparams, log)
         self._window = (self.step, time.monotonic())  # (step, time) of the last report
 
     def _check_workers_agree(self, checkpoint, num_images):
@@ -762,8 +787,11 @@ class Trainer:
             self.report(out, deadline)
         if self.step % self.run.sample_every == 0:
             self.write_samples()
-        if self.step % self.run.ckpt_every == 0:
+        evaluate = self.evaluation.due(self.step)
+        if self.step % self.run.ckpt_every == 0 or evaluate:
             self.save()
+        if evaluate:  # after the save: the best checkpoint must exist on disk
+            self.evaluation(self)
 
     def finish(self):
         """The last grid and checkpoint, unless this step already has them."""
@@ -773,6 +801,127 @@ class Trainer:
             self.write_samples()
         if self.last_saved is None or gan_run.step_of(self.last_saved) != self.step:
             self.save()
+
+
+# ---------------------------------------------------------------------------
+# Evaluation during training
+# ---------------------------------------------------------------------------
+
+BEST_DIR = "best"             # <ckpt_dir>/best: the best-scoring checkpoint, as a run folder
+BEST_SCORES = "scores.json"   # in BEST_DIR: its step and scores
+EVAL_BATCH = 250              # faces generated per Session.run
+
+
+class NoEvaluation:
+    """The evaluation seam without --eval_real_dir: never due."""
+
+    def due(self, step):
+        return False
+
+    def __call__(self, trainer):
+        pass
+
+
+def read_best(ckpt_dir):
+    """The scores of the run's best checkpoint so far ({"step", "metric", ...}), or None."""
+    path = Path(ckpt_dir) / BEST_DIR / BEST_SCORES
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Evaluation:
+    """KID, FID and SWD of G's faces every --eval_every steps, printed and
+    logged to TensorBoard (eval/kid, eval/kid_std, eval/fid, eval/swd,
+    eval/seconds), the chief's only.
+
+    The generated faces come from evaluate_gan.py's z for --seed 0 (G's
+    moving average when the run keeps one), the real ones are the faces
+    that evaluate_gan.py --seed 0 compares, and their Inception features are
+    computed once: a checkpoint scores here what `evaluate_gan.py
+    --num_images <--eval_num_images>` gives it. The best checkpoint by KID
+    (by SWD without the Inception weights) is also saved in <ckpt_dir>/best,
+    a run folder of its own that predict_gan.py --checkpoint reads. A failed
+    evaluation is a warning: training goes on.
+    """
+
+    def __init__(self, run, hparams, log):
+        started = time.monotonic()
+        self.run, self.hparams, self.log = run, hparams, log
+        real = generate_face.sample_faces(run.eval_real_dir, gan_run.preprocessing(hparams),
+                                          run.eval_num_images, 0, log)
+        features = None
+        try:
+            import inception  # TensorFlow is loaded already; the weights only here
+            features = inception.InceptionFeatures(session_config=hardware.session_config())
+        except FileNotFoundError as error:
+            log(f"warning: {error}; the evaluation scores SWD alone")
+        self.metric = "kid" if features else "swd"
+        self.scorer = metrics.FaceScorer(real, features)
+        self.z = generate_face.sample_z(generate_face.run_rng(0, generate_face.STREAM_FAKE_Z),
+                                        run.eval_num_images, hparams.z_dim)
+        self.best = read_best(run.ckpt_dir)
+        if self.best and self.best.get("metric") != self.metric:
+            self.best = None  # scored by another metric: not comparable
+        self.best_folder = Path(run.ckpt_dir) / BEST_DIR
+        self._best_pruning_known = False
+        self.since = time.monotonic()  # the end of the last evaluation
+        log(f"evaluation every {run.eval_every} steps: {self.metric.upper()} decides the best "
+            f"checkpoint; {len(real)} real faces ready in "
+            f"{format_seconds(self.since - started)}")
+
+    def due(self, step):
+        return step % self.run.eval_every == 0
+
+    def __call__(self, trainer):
+        """Score the generator of trainer's step (whose checkpoint is saved)."""
+        started = time.monotonic()
+        training_seconds = started - self.since
+        try:
+            fake = np.concatenate([
+                trainer.sess.run(trainer.parts.eval_faces,
+                                 {trainer.parts.eval_z: self.z[i:i + EVAL_BATCH]})
+                for i in range(0, len(self.z), EVAL_BATCH)])
+            scores = self.scorer(fake)
+            seconds = time.monotonic() - started
+            trainer.writer.add_summary(scalars(
+                {**{f"eval/{name}": value for name, value in scores.items()},
+                 "eval/seconds": seconds}), trainer.step)
+            improved = self.best is None or scores[self.metric] < self.best[self.metric]
+            if improved:
+                self.keep_best(trainer, scores)
+        except Exception as error:  # noqa: BLE001  an evaluation must never cost the run
+            self.log(f"warning: the evaluation at step {trainer.step} failed "
+                     f"({type(error).__name__}: {error}); training goes on")
+            return
+        finally:
+            self.since = time.monotonic()
+        shown = []
+        if "kid" in scores:
+            shown += [f"KID x1e3 {1e3 * scores['kid']:.2f} +- {1e3 * scores['kid_std']:.2f}",
+                      f"FID {scores['fid']:.2f}"]
+        shown.append(f"SWD {scores['swd']:.2f}" + ("  (best so far)" if improved else ""))
+        self.log(f"evaluation at step {trainer.step}: {'  '.join(shown)}; took "
+                 f"{format_seconds(seconds)}, {100 * seconds / max(training_seconds, 1e-9):.0f}% "
+                 f"of the {format_seconds(training_seconds)} since the last")
+
+    def keep_best(self, trainer, scores):
+        """Save this step's checkpoint into <ckpt_dir>/best (replacing the
+        older best), then its scores: they never name a missing checkpoint."""
+        self.best_folder.mkdir(exist_ok=True)
+        saver = trainer.parts.best_saver
+        if not self._best_pruning_known:  # a resumed run replaces its earlier best too
+            saver.set_last_checkpoints_with_time(
+                [(path, os.path.getmtime(path + ".index"))
+                 for path in reversed(gan_run.checkpoints_newest_first(self.best_folder))])
+            self._best_pruning_known = True
+        path = saver.save(trainer.sess, str(self.best_folder / gan_run.CKPT_PREFIX),
+                          global_step=trainer.step, write_meta_graph=False)
+        gan_run.save_hparams(self.best_folder, self.hparams, trainer.layout.replicas)
+        self.best = {"step": trainer.step, "checkpoint": path, "metric": self.metric, **scores}
+        with generate_face.atomic_path(self.best_folder / BEST_SCORES) as temporary:
+            temporary.write_text(json.dumps(self.best, indent=2) + "\n")
 
 
 def worker_lost(run, layout, error, step=None):
