@@ -375,23 +375,38 @@ class FaceScorer:
 
     The real faces' Inception features are computed once, here, so each
     call costs the generated faces' features only: what an evaluation
-    during training needs.
+    during training, or at every mark of a race, needs.
 
     Args:
-      real: uint8 [R, H, W, 3].
+      real: uint8 [R, H, W, 3], in a random order: the first `num` (default
+        all R) are compared with the generated faces; `floor` compares the
+        first two disjoint halves (see `split_real`).
       features: a function of uint8 images to [N, D] features (such as
         inception.InceptionFeatures), or None for SWD alone.
     """
 
-    def __init__(self, real, features=None, seed=0):
+    def __init__(self, real, features=None, seed=0, num=None):
+        self.num = min(num or len(real), len(real))
         self.real, self.features, self.seed = real, features, seed
         self.real_features = features(real) if features is not None else None
 
     def __call__(self, fake):
-        """uint8 [N, H, W, 3] -> {"swd", "fid", "kid", "kid_std"} (SWD's mean
-        over levels; FID and KID only with features)."""
-        num = min(len(fake), len(self.real))
-        scores = {"swd": swd(fake[:num], self.real[:num], self.seed)["avg"]}
+        """uint8 [N, H, W, 3] -> {"swd", "fid", "kid", "kid_std"}: SWD's mean over
+        levels, of min(N, num) faces a side; FID and KID (with features) of
+        all N against the `num` compared reals."""
+        count = min(len(fake), self.num)
+        scores = {"swd": swd(fake[:count], self.real[:count], self.seed)["avg"]}
         if self.features is not None:
-            scores.update(inception_scores(self.features(fake), self.real_features, self.seed))
+            scores.update(inception_scores(self.features(fake),
+                                           self.real_features[:self.num], self.seed))
+        return scores
+
+    def floor(self):
+        """The same scores between two disjoint halves of the real faces."""
+        _, (half_a, half_b) = split_real(self.real, self.num)
+        half = len(half_a)
+        scores = {"swd": swd(half_a, half_b, self.seed)["avg"], "images": half}
+        if self.features is not None:
+            scores.update(inception_scores(self.real_features[:half],
+                                           self.real_features[half:2 * half], self.seed))
         return scores

