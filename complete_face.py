@@ -28,6 +28,8 @@ from gan_model import ganModel
 
 tf1 = tf.compat.v1
 
+STREAM_MASK = 4  # the random masks' stream (see generate_face.run_rng)
+
 
 MASK_KINDS = ("center", "left", "right", "top", "bottom", "random")
 RANDOM_MASK_HOLE = 0.8  # share of pixels missing in a random mask
@@ -53,7 +55,7 @@ def make_mask(kind, height, width, seed=0):
     elif kind == "bottom":
         mask[height // 2:] = 0
     elif kind == "random":
-        rng = generate_face.run_rng(seed, generate_face.STREAM_MASK)
+        rng = generate_face.run_rng(seed, STREAM_MASK)
         mask[rng.random((height, width)) < RANDOM_MASK_HOLE] = 0
     else:
         raise ValueError(f"unknown mask {kind!r}: use one of {', '.join(MASK_KINDS)} "
@@ -202,37 +204,14 @@ def complete(checkpoint, hparams, known, mask, iterations=300, z_lr=0.01,
         raise ValueError(f"--iterations must be at least 1, got {iterations}")
     if blend not in ("poisson", "none"):
         raise ValueError(f"--blend must be poisson or none, got {blend!r}")
-    count = len(known)
-    weights = context_weights(mask)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf1.set_random_seed(seed)
-        start = generate_face.sample_grid_z(seed, count, hparams.z_dim)
-        z = tf1.get_variable("completion/z", initializer=start)
-        model = ganModel(hparams)
-        generated, contextual, perceptual = model.completion_losses(
-            z, tf.constant(known), tf.constant(weights[None]),
-            use_ema=use_ema and hparams.uses_ema)
-        loss = tf.reduce_sum(contextual + perceptual_weight * perceptual)
-        fit = tf1.train.AdamOptimizer(z_lr, beta1=0.9, name="z_adam").minimize(
-            loss, var_list=[z])
-        with tf.control_dependencies([fit]):
-            step = z.assign(tf.clip_by_value(z, -1.0, 1.0))
-        mean_contextual = tf.reduce_mean(contextual)
-        restorer = gan_run.NetworkRestorer(graph)
-        init_own = tf1.variables_initializer(  # z and its Adam state
-            [v for v in tf1.global_variables() if v not in restorer.variables])
-    graph.finalize()
+    graph, parts = completion_graph(hparams, known, context_weights(mask), z_lr,
+                                    perceptual_weight, seed, use_ema)
+    step, mean_contextual, generated = parts["step"], parts["mean_contextual"], parts["generated"]
+    restorer, init_own = parts["restorer"], parts["init_own"]
     with tf1.Session(graph=graph, config=hardware.session_config()) as sess:
         restorer.restore(sess, checkpoint=checkpoint, log=log)
         sess.run(init_own)
-        history = []  # each step's loss is that of the z it starts from
-        started = time.monotonic()
-        for i in range(1, iterations + 1):
-            history.append(sess.run([step, mean_contextual])[1])
-            if i % 100 == 0 or i == iterations:
-                log(f"iteration {i}/{iterations}  contextual loss {history[-1]:.3f}  "
-                    f"({time.monotonic() - started:.0f}s)")
+        history = fit_z(sess, step, mean_contextual, iterations, log)
         filled, final_loss = sess.run([generated, mean_contextual])
         history.append(final_loss)
     hole = (mask == 0)[..., None]
@@ -243,3 +222,43 @@ def complete(checkpoint, hparams, known, mask, iterations=300, z_lr=0.01,
         blended = np.where(hole, filled, known)
     return {"masked": np.where(hole, 0.0, known).astype(np.float32), "generated": filled,
             "blended": blended.astype(np.float32), "contextual_loss": np.array(history)}
+
+
+def completion_graph(hparams, known, weights, z_lr, perceptual_weight, seed, use_ema):
+    """The graph that fits z: (graph, its parts by name: step, mean_contextual,
+    generated, restorer, init_own). See `complete`."""
+    count = len(known)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(seed)
+        start = generate_face.sample_grid_z(seed, count, hparams.z_dim)
+        z = tf1.get_variable("completion/z", initializer=start)
+        model = ganModel(hparams)
+        generated = gan_run.GeneratorNet(hparams, z, use_ema, model).images
+        contextual, perceptual = model.completion_losses(
+            generated, tf.constant(known), tf.constant(weights[None]))
+        loss = tf.reduce_sum(contextual + perceptual_weight * perceptual)
+        fit = tf1.train.AdamOptimizer(z_lr, beta1=0.9, name="z_adam").minimize(
+            loss, var_list=[z])
+        with tf.control_dependencies([fit]):
+            step = z.assign(tf.clip_by_value(z, -1.0, 1.0))
+        mean_contextual = tf.reduce_mean(contextual)
+        restorer = gan_run.NetworkRestorer(graph)
+        init_own = tf1.variables_initializer(  # z and its Adam state
+            [v for v in tf1.global_variables() if v not in restorer.variables])
+    graph.finalize()
+    return graph, {"step": step, "mean_contextual": mean_contextual, "generated": generated,
+                   "restorer": restorer, "init_own": init_own}
+
+
+def fit_z(sess, step, mean_contextual, iterations, log):
+    """Run the z update `iterations` times; the mean contextual loss that each
+    starts from."""
+    history = []
+    started = time.monotonic()
+    for i in range(1, iterations + 1):
+        history.append(sess.run([step, mean_contextual])[1])
+        if i % 100 == 0 or i == iterations:
+            log(f"iteration {i}/{iterations}  contextual loss {history[-1]:.3f}  "
+                f"({time.monotonic() - started:.0f}s)")
+    return history

@@ -7,7 +7,6 @@ nose and mouth drawn from palettes and jittered, placed where CelebA's
 aligned faces have them, then blurred and noised a little like a photo.
 
     python demo_faces.py data/demo_faces --num 2000
-    python generate_face.py --make_demo_data data/demo_faces --num 2000   # the same
 """
 
 import argparse
@@ -20,6 +19,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 import generate_face
+
+# CelebA's img_align_celeba format, which the demo faces imitate.
+CELEBA_WIDTH = 178
+CELEBA_HEIGHT = 218
 
 
 # Palettes the painter draws from. Skin tones run from very light to very
@@ -195,7 +198,7 @@ def draw_demo_face(rng):
       a PIL RGB image, 178 wide x 218 high.
     """
     s = SUPERSAMPLE
-    width, height = generate_face.CELEBA_WIDTH * s, generate_face.CELEBA_HEIGHT * s
+    width, height = CELEBA_WIDTH * s, CELEBA_HEIGHT * s
     canvas = _background(rng, width, height)
     person = _paint_person(rng, width, height)
     # Pose jitter: a small rotation, scale and shift about the face centre.
@@ -210,11 +213,11 @@ def draw_demo_face(rng):
     person = person.transform(canvas.size, Image.Transform.AFFINE, matrix,
                               resample=Image.Resampling.BILINEAR)
     canvas.alpha_composite(person)
-    face = canvas.convert("RGB").resize((generate_face.CELEBA_WIDTH, generate_face.CELEBA_HEIGHT),
+    face = canvas.convert("RGB").resize((CELEBA_WIDTH, CELEBA_HEIGHT),
                                         Image.Resampling.LANCZOS)
     # A little blur and sensor noise so the pictures are not flat cartoons.
     face = face.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
-    noisy = np.asarray(face, np.float32) + rng.normal(0, 3, (generate_face.CELEBA_HEIGHT, generate_face.CELEBA_WIDTH, 3))
+    noisy = np.asarray(face, np.float32) + rng.normal(0, 3, (CELEBA_HEIGHT, CELEBA_WIDTH, 3))
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 

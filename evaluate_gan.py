@@ -26,7 +26,6 @@ import json
 import sys
 
 import hardware  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
-from PIL import Image
 
 import generate_face
 import metrics
@@ -204,15 +203,16 @@ def load_and_evaluate(options, log):
         with gan_run.Generator(options.ckpt_dir, options.checkpoint or None, options.use_ema,
                                log=log) as generator:
             hparams = generator.hparams
-            use_ema = options.use_ema and hparams.uses_ema
             log(f"generating {options.num_images} faces from {generator.checkpoint}"
-                f"{' (moving-average weights)' if use_ema else ''}")
+                f"{' (moving-average weights)' if generator.uses_ema else ''}")
             fake = metrics.generate_faces(generator, options.num_images, options.seed)
         prep = gan_run.preprocessing(hparams)
-        described.update(checkpoint=generator.checkpoint, step=generator.step, ema=use_ema)
+        described.update(checkpoint=generator.checkpoint, step=generator.step,
+                         ema=generator.uses_ema)
     # Twice --num_images: the compared faces, and two halves for the floors.
-    real = generate_face.sample_faces(options.real_dir, prep, 2 * options.num_images,
-                                      options.seed, log)
+    real = generate_face.sample_faces(
+        options.real_dir, prep, 2 * options.num_images,
+        generate_face.run_rng(options.seed, metrics.STREAM_PICK_REAL), log)
     try:
         result = metrics.evaluate(fake, real, options.seed, features, log, options.num_images)
     finally:

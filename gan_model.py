@@ -7,7 +7,6 @@ built in tests, in training and in prediction alike. Written against
 """
 
 import dataclasses
-import json
 import math
 
 import tensorflow as tf
@@ -178,16 +177,6 @@ class HParams:
                                  f"got {value!r}")
             checked[name] = kind(value)
         return cls(**checked).validate()
-
-    @classmethod
-    def load(cls, path):
-        """Read a run's `hparams.json` (see `save`)."""
-        try:
-            with open(path) as handle:
-                values = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error})") from error
-        return cls.from_dict(values, source=str(path))
 
 
 # ---------------------------------------------------------------------------
@@ -477,30 +466,29 @@ class ganModel:
         ])
         return d_summary, g_summary
 
-    def completion_losses(self, z, known, weights, use_ema=False):
+    def completion_losses(self, generated, known, weights):
         """Losses of semantic image completion (Yeh et al. 2017), per image.
 
         Args:
-          z: float32 [N, z_dim], the latent vectors being fitted.
+          generated: float32 [N, output_h, output_w, 3] in [-1, 1], G(z) in
+            inference mode for the latent vectors being fitted.
           known: float32 [N, output_h, output_w, 3] in [-1, 1]: the images to
             complete (only pixels with a weight above 0 are ever compared).
           weights: float32 [N or 1, output_h, output_w], the contextual
             weight of each pixel (0 in the hole).
-          use_ema: draw with G's moving-average weights.
 
         Returns:
-          (generated [N, H, W, 3], contextual [N], perceptual [N]):
+          (contextual [N], perceptual [N]):
           contextual is the weighted L1 distance to the known pixels;
           perceptual is G's own loss, -log D(G(z)), which keeps the fill a
           plausible face. Both networks run in inference mode.
         """
-        generated = self.generator(z, is_training=False, use_ema=use_ema)
         _, logits = self.discriminator(generated, is_training=False)
         contextual = tf.reduce_sum(weights[..., None] * tf.abs(generated - known),
                                    axis=[1, 2, 3])
         perceptual = tf.nn.sigmoid_cross_entropy_with_logits(
             labels=tf.ones_like(logits), logits=logits)[:, 0]
-        return generated, contextual, perceptual
+        return contextual, perceptual
 
     def split_variables(self):
         """(generator variables, discriminator variables), trainable only.

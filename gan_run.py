@@ -1,5 +1,7 @@
-"""A trained run on disk: its checkpoints, hparams.json, its preprocessing,
-one restore policy, and a generator that is loaded once and called many times.
+"""A trained run on disk: its checkpoints, hparams.json (the RunFile), the
+hyperparameters a resumed run takes, its preprocessing, one restore policy;
+GeneratorNet, G built into any graph; and Generator, a run's G loaded once
+and called many times.
 
 train_gan.py, predict_gan.py and evaluate_gan.py share this module rather
 than import each other.
@@ -18,6 +20,7 @@ The restore policy, the same for training, prediction and evaluation:
   an error that lists the differences; it is not "damaged".
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,13 +29,12 @@ import numpy as np
 import tensorflow as tf
 
 import generate_face
-from gan_model import HParams, ganModel
+from gan_model import HParams, ganModel, images_to_uint8
 
 tf1 = tf.compat.v1
 
 CKPT_PREFIX = "gan.ckpt"
 HPARAMS_FILE = "hparams.json"
-REPLICAS_KEY = "replicas"  # in hparams.json beside the hyperparameters
 # Variable scopes a checkpoint provides to a generator: both networks and
 # G's moving averages (Adam's slots and the step are training's own).
 NETWORK_SCOPES = ("generator/", "generator_ema/", "discriminator/")
@@ -63,39 +65,83 @@ def latest_checkpoint(ckpt_dir):
     return found[0] if found else None
 
 
-def _read_hparams_file(ckpt_dir):
+@dataclasses.dataclass(frozen=True)
+class RunFile:
+    """What hparams.json holds: the hyperparameters, and the run's records.
+
+    The file is {"hparams": {every HParams field}, "records": {"replicas": N}}:
+    the hyperparameters rebuild the graph; the records say how the run was
+    trained (N replicas made a global batch of N x batch_size).
+    """
+    hparams: HParams
+    replicas: int = 1
+
+
+def read_run_file(ckpt_dir):
+    """The RunFile of the run in ckpt_dir; the one reader of hparams.json.
+
+    Also reads the older layout, the hyperparameters at the top level with
+    "replicas" beside them.
+
+    Raises:
+      FileNotFoundError: there is no hparams.json.
+      ValueError: it is not JSON, or holds an unknown or mistyped value.
+    """
     path = Path(ckpt_dir) / HPARAMS_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: the checkpoints in {ckpt_dir} cannot be rebuilt "
             f"without the hyperparameters they were trained with")
     try:
-        return path, json.loads(path.read_text())
+        values = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error})") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    if "hparams" in values:
+        hparams, records = values["hparams"], values.get("records", {})
+    else:  # the older layout
+        hparams = {k: v for k, v in values.items() if k != "replicas"}
+        records = {"replicas": values.get("replicas", 1)}
+    replicas = records.get("replicas", 1) if isinstance(records, dict) else None
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+        raise ValueError(f"{path}: records.replicas should be a count of replicas, "
+                         f"got {replicas!r}")
+    return RunFile(HParams.from_dict(hparams, source=str(path)), replicas)
 
 
-def load_hparams(ckpt_dir):
-    """The HParams saved with the run in ckpt_dir (ValueError if unusable)."""
-    path, values = _read_hparams_file(ckpt_dir)
-    if isinstance(values, dict):
-        values = {k: v for k, v in values.items() if k != REPLICAS_KEY}
-    return HParams.from_dict(values, source=str(path))
-
-
-def saved_replicas(ckpt_dir):
-    """How many replicas last trained the run in ckpt_dir (1 if not recorded)."""
-    _, values = _read_hparams_file(ckpt_dir)
-    return int(values.get(REPLICAS_KEY, 1)) if isinstance(values, dict) else 1
-
-
-def save_hparams(ckpt_dir, hparams, replicas=1):
-    """Write the run's hparams.json atomically, with the replica count that
-    trains it (a record for the reader: the global batch is batch_size x
-    replicas; a checkpoint resumes on any count)."""
-    values = {**hparams.to_dict(), REPLICAS_KEY: replicas}
+def write_run_file(ckpt_dir, hparams, replicas=1):
+    """Write the run's hparams.json atomically (see RunFile)."""
+    values = {"hparams": hparams.to_dict(), "records": {"replicas": replicas}}
     with generate_face.atomic_path(Path(ckpt_dir) / HPARAMS_FILE) as temporary:
         temporary.write_text(json.dumps(values, indent=2) + "\n")
+
+
+def resolve_hparams(ckpt_dir, overrides):
+    """The hyperparameters of this run and the checkpoint it resumes from.
+
+    A fresh run takes the defaults plus the flags given. A run whose
+    ckpt_dir holds a checkpoint restores the saved hyperparameters; flags
+    given again may change training settings, but not the architecture.
+
+    Returns:
+      (HParams, checkpoint path or None, {name: (saved, new)} of changes)
+    """
+    checkpoint = latest_checkpoint(ckpt_dir)
+    if checkpoint is None:
+        return dataclasses.replace(HParams(), **overrides).validate(), None, {}
+    saved = read_run_file(ckpt_dir).hparams
+    wanted = dataclasses.replace(saved, **overrides).validate()
+    clashes = saved.architecture_differences(wanted)
+    if clashes:
+        listed = ", ".join(f"--{name} {new} (checkpoint has {old})"
+                           for name, old, new in clashes)
+        raise ValueError(
+            f"{ckpt_dir} holds a run with a different architecture: {listed}. "
+            f"Drop these flags to resume it, or pass another --ckpt_dir to start a new run")
+    changes = {name: (getattr(saved, name), getattr(wanted, name))
+               for name in overrides if getattr(saved, name) != getattr(wanted, name)}
+    return wanted, checkpoint, changes
 
 
 def preprocessing(hparams):
@@ -213,12 +259,39 @@ class NetworkRestorer:
 def run_hparams(ckpt_dir="ckpt", checkpoint=None):
     """The HParams of the run a checkpoint (or folder) belongs to."""
     candidates, _ = checkpoints_to_try(ckpt_dir, checkpoint)
-    return load_hparams(Path(candidates[0]).parent)
+    return read_run_file(Path(candidates[0]).parent).hparams
 
 
 # ---------------------------------------------------------------------------
 # A generator loaded once
 # ---------------------------------------------------------------------------
+
+class GeneratorNet:
+    """G in inference mode, built into the current graph.
+
+    The one place that decides whether faces come from G's trained weights
+    or from their moving average: the average when the run keeps one, unless
+    `use_ema` is false. Sampling, the training sample grid, completion, the
+    SavedModel export and the evaluation all draw through it.
+
+    Args:
+      hparams: the run's HParams.
+      z: a float32 [N, z_dim] tensor, or None for a placeholder named `name`.
+      model: the ganModel to build with (a new one reads the same variables).
+
+    Attributes:
+      z: its input; images: float32 [N, H, W, 3] in [-1, 1]; images_uint8:
+      the same, rounded to uint8; uses_ema: whether it draws with the average.
+    """
+
+    def __init__(self, hparams, z=None, use_ema=True, model=None, name="z"):
+        self.uses_ema = use_ema and hparams.uses_ema
+        self.z = z if z is not None else tf1.placeholder(tf.float32, [None, hparams.z_dim],
+                                                         name=name)
+        self.images = (model or ganModel(hparams)).generator(
+            self.z, is_training=False, use_ema=self.uses_ema)
+        self.images_uint8 = images_to_uint8(self.images)
+
 
 class Generator:
     """A run's trained generator, built and restored once, then called many times.
@@ -227,24 +300,22 @@ class Generator:
         with gan_run.Generator("ckpt") as generator:
             images = generator(z)   # float32 [N, H, W, 3] in [-1, 1], any N
 
-    The graph is rebuilt from the run's hparams.json; the network runs in
-    inference mode (batch-norm moving averages), on G's moving-average
-    weights when the run kept them and `use_ema` is true.
+    The graph is rebuilt from the run's hparams.json (see GeneratorNet).
 
     Attributes:
       checkpoint: the checkpoint restored (by the module's policy).
       hparams: the run's HParams.
+      uses_ema: whether it draws with G's moving-average weights.
     """
 
     def __init__(self, ckpt_dir="ckpt", checkpoint=None, use_ema=True, log=print):
         self.hparams = run_hparams(ckpt_dir, checkpoint)
         graph = tf.Graph()
         with graph.as_default():
-            self._z = tf1.placeholder(tf.float32, [None, self.hparams.z_dim], name="z")
-            self._images = ganModel(self.hparams).generator(
-                self._z, is_training=False, use_ema=use_ema and self.hparams.uses_ema)
+            self._net = GeneratorNet(self.hparams, use_ema=use_ema)
             restorer = NetworkRestorer(graph)
         graph.finalize()
+        self.uses_ema = self._net.uses_ema
         self._session = tf1.Session(graph=graph, config=hardware.session_config())
         try:
             self.checkpoint = restorer.restore(self._session, ckpt_dir, checkpoint, log)
@@ -262,7 +333,7 @@ class Generator:
         if z.ndim != 2 or z.shape[1] != self.hparams.z_dim:
             raise ValueError(f"z should be [N, {self.hparams.z_dim}] for this checkpoint, "
                              f"got {list(z.shape)}")
-        return self._session.run(self._images, {self._z: z})
+        return self._session.run(self._net.images, {self._net.z: z})
 
     def close(self):
         self._session.close()
@@ -272,4 +343,3 @@ class Generator:
 
     def __exit__(self, *exc):
         self.close()
-

@@ -1,14 +1,14 @@
 """Face pictures in, NumPy batches out.
 
 Lists and reads face photographs, centre-crops and resizes them the way the
-DCGAN face tutorials did, hands out shuffled batches and z vectors from the
-run's seed, writes image grids, and paints the synthetic demo data set that a
-fresh clone trains on.
+DCGAN face tutorials did, keeps them in a preprocessed cache, hands out
+shuffled batches and z vectors from the run's seed, and writes images and
+image grids. (demo_faces.py paints the synthetic faces a fresh clone trains
+on.)
 
 This file knows nothing about TensorFlow, so the loader is usable (and
 testable) without building a graph.
 
-    python generate_face.py --make_demo_data data/demo_faces --num 2000
     python generate_face.py --preview crops.png --data_root ~/celeba/img_align_celeba
     python generate_face.py --build_cache --data_root ~/celeba/img_align_celeba
 """
@@ -46,20 +46,9 @@ STREAM_SHUFFLE = 0
 STREAM_TRAIN_Z = 1
 STREAM_SAMPLE_Z = 2
 STREAM_FLIP = 3
-STREAM_MASK = 4
-STREAM_WATCHDOG = 5
-# The evaluation's streams (metrics.py, evaluate_gan.py): which real faces,
-# which neighbourhoods, which projection directions, the z of the generated
-# faces it scores, and KID's subsets.
-STREAM_PICK_REAL = 10
-STREAM_PATCHES = 11
-STREAM_DIRECTIONS = 12
-STREAM_FAKE_Z = 13
-STREAM_KID_SUBSETS = 14
-
-# CelebA's img_align_celeba format, which the demo data imitates.
-CELEBA_WIDTH = 178
-CELEBA_HEIGHT = 218
+# Other modules number their own streams, apart from these and each other:
+# 4 complete_face.py (masks), 5 train_gan.py (the watchdog's real faces),
+# 10-14 metrics.py (the evaluation). A new stream takes an unused number.
 
 
 class BadImageError(ValueError):
@@ -86,7 +75,7 @@ def list_image_files(data_root):
         raise FileNotFoundError(
             f"data folder {root} does not exist; pass --data_root with a folder "
             f"of face images ({looked_for}), or make the demo data with "
-            f"`python generate_face.py --make_demo_data {root}`")
+            f"`python demo_faces.py {root}`")
     found = []
     for folder, subfolders, names in os.walk(root, followlinks=False):
         subfolders.sort()
@@ -397,25 +386,6 @@ class FaceCache:
         return self.load()
 
 
-def split_folder(source, out_dir, held_out, seed=0):
-    """Split the images of `source` by file into out_dir/train and out_dir/held_out.
-
-    `held_out` files, picked by a seeded permutation, go to held_out/, the
-    rest to train/, as symbolic links (nothing is copied). Returns the two
-    folders. Running it again with the same arguments changes nothing.
-    """
-    paths = list_image_files(source)
-    order = np.random.default_rng(seed).permutation(len(paths))
-    for name, picked in (("held_out", order[:held_out]), ("train", order[held_out:])):
-        folder = Path(out_dir) / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in picked:
-            link = folder / Path(paths[i]).name
-            if not link.exists():
-                link.symlink_to(Path(paths[i]).resolve())
-    return Path(out_dir) / "train", Path(out_dir) / "held_out"
-
-
 def load_dataset(data_root, prep=Preprocessing(), cache_dir=None, workers=None, log=print):
     """Every usable image of a folder, preprocessed; through the cache if given.
 
@@ -449,8 +419,8 @@ def load_dataset(data_root, prep=Preprocessing(), cache_dir=None, workers=None, 
     return images, kept, skipped
 
 
-def sample_faces(folder, prep, count, seed, log=print):
-    """Up to `count` faces of a folder, picked in a seeded random order.
+def sample_faces(folder, prep, count, rng, log=print):
+    """Up to `count` faces of a folder, picked in a random order.
 
     Only the files picked are decoded, so a folder as large as CelebA is
     quick to sample from; bad files are skipped and reported.
@@ -458,12 +428,13 @@ def sample_faces(folder, prep, count, seed, log=print):
     Args:
       prep: Preprocessing, or None for the files as they are, at the size
         of the first one picked (see `as_files`).
+      rng: a numpy Generator, which picks the files.
 
     Returns:
       uint8 [R, H, W, 3], R >= 2.
     """
     paths = list_image_files(folder)
-    order = run_rng(seed, STREAM_PICK_REAL).permutation(len(paths))
+    order = rng.permutation(len(paths))
     picked = [paths[i] for i in order[:count]]
     prep = prep or as_files(picked[0], folder)
     log(f"real faces: {len(picked)} of the {len(paths)} in {printable(folder)}"
@@ -504,31 +475,8 @@ def to_uint8(images):
     return np.clip(np.rint((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-# Faces less varied than this fraction of the real ones (see `diversity`)
-# suggest a mode collapse: evaluate_gan.py and training's watchdog warn.
-COLLAPSE_RATIO = 0.5
-DIVERSITY_IMAGES = 512  # faces `diversity` compares, all pairs
-
-
-def diversity(images, limit=DIVERSITY_IMAGES):
-    """Root-mean-square pixel difference between two faces, over all pairs.
-
-    Args:
-      images: uint8 [N, H, W, 3]; the first `limit` are used.
-
-    Returns:
-      float in [0, 2] (pixels scaled to [-1, 1]); 0 when all faces are equal.
-    """
-    count = min(len(images), limit)
-    flat = to_unit_range(np.asarray(images[:count])).reshape(count, -1).astype(np.float64)
-    squared = np.sum(flat ** 2, axis=1)
-    distances = squared[:, None] + squared[None, :] - 2 * flat @ flat.T
-    pairs = np.triu_indices(count, k=1)
-    return float(np.sqrt(np.maximum(distances[pairs], 0) / flat.shape[1]).mean())
-
-
 def run_rng(seed, stream, index=0):
-    """The numpy Generator for one random stream of a run (see STREAM_*)."""
+    """The numpy Generator for one random stream of a run (see STREAM_FLIP's note)."""
     return np.random.default_rng([seed, stream, index])
 
 
@@ -717,8 +665,6 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--make_demo_data", metavar="DIR",
-                        help="draw synthetic CelebA-format faces into DIR")
     action.add_argument("--preview", metavar="OUT.png",
                         help="write a grid of preprocessed faces from --data_root")
     action.add_argument("--build_cache", action="store_true",
@@ -726,10 +672,7 @@ def main(argv=None):
                              "does it on its first run otherwise)")
     parser.add_argument("--cache_dir", default="cache",
                         help="folder of the preprocessed-image cache (--build_cache)")
-    parser.add_argument("--num", type=int, default=None,
-                        help="faces to draw (--make_demo_data, default 2000) or show "
-                             "(--preview, default 64)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the demo faces")
+    parser.add_argument("--num", type=int, default=64, help="faces to show (--preview)")
     parser.add_argument("--data_root", default="data/demo_faces",
                         help="folder of face images for --preview")
     parser.add_argument("--crop_h", type=int, default=108, help="centre-crop height")
@@ -739,14 +682,8 @@ def main(argv=None):
     parser.add_argument("--resize_h", type=int, default=64, help="output height")
     parser.add_argument("--resize_w", type=int, default=64, help="output width")
     args = parser.parse_args(argv)
-    if args.num is None:
-        args.num = 2000 if args.make_demo_data else 64
     if args.num < 1:
         parser.error(f"--num must be at least 1, got {args.num}")
-    if args.make_demo_data:
-        import demo_faces  # the painter has a file of its own; this flag is a shortcut to it
-        demo_faces.make_demo_data(args.make_demo_data, args.num, args.seed)
-        return 0
     prep = Preprocessing(args.crop_h, args.crop_w, args.resize_h, args.resize_w, args.is_crop)
     try:
         if args.build_cache:

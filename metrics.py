@@ -33,9 +33,37 @@ DIRECTIONS_PER_REPEAT = 128  # ... of this many unit directions each
 SMALLEST_LEVEL = 16       # the pyramid stops at 16 px
 BINOMIAL_5 = np.array([1, 4, 6, 4, 1], np.float32) / 16  # separable 5x5 binomial
 
-# Generated faces less varied than this fraction of the real faces are
-# flagged as a possible mode collapse.
-COLLAPSE_RATIO = generate_face.COLLAPSE_RATIO
+# The evaluation's random streams (generate_face.run_rng): which real faces,
+# which neighbourhoods, which projection directions, the z of the generated
+# faces, KID's subsets.
+STREAM_PICK_REAL = 10
+STREAM_PATCHES = 11
+STREAM_DIRECTIONS = 12
+STREAM_FAKE_Z = 13
+STREAM_KID_SUBSETS = 14
+
+# Faces less varied than this fraction of the real ones (see `diversity`)
+# suggest a mode collapse: evaluate_gan.py and training's watchdog warn.
+COLLAPSE_RATIO = 0.5
+DIVERSITY_IMAGES = 512  # faces `diversity` compares, all pairs
+
+
+def diversity(images, limit=DIVERSITY_IMAGES):
+    """Root-mean-square pixel difference between two faces, over all pairs.
+
+    Args:
+      images: uint8 [N, H, W, 3]; the first `limit` are used.
+
+    Returns:
+      float in [0, 2] (pixels scaled to [-1, 1]); 0 when all faces are equal.
+    """
+    count = min(len(images), limit)
+    flat = generate_face.to_unit_range(np.asarray(images[:count]))
+    flat = flat.reshape(count, -1).astype(np.float64)
+    squared = np.sum(flat ** 2, axis=1)
+    distances = squared[:, None] + squared[None, :] - 2 * flat @ flat.T
+    pairs = np.triu_indices(count, k=1)
+    return float(np.sqrt(np.maximum(distances[pairs], 0) / flat.shape[1]).mean())
 
 
 # ---------------------------------------------------------------------------
@@ -93,7 +121,7 @@ def patch_descriptors(images, seed, chunk=256):
     """
     n, height, width, _ = images.shape
     resolutions = pyramid_resolutions(height, width)
-    rng = generate_face.run_rng(seed, generate_face.STREAM_PATCHES)
+    rng = generate_face.run_rng(seed, STREAM_PATCHES)
     out = {r: np.empty((n * PATCHES_PER_IMAGE, PATCH_SIZE, PATCH_SIZE, 3), np.float32)
            for r in resolutions}
     for start in range(0, n, chunk):
@@ -153,7 +181,7 @@ class NormalisedDescriptors:
 
 def random_directions(seed, dimensions):
     """DIRECTION_REPEATS arrays of DIRECTIONS_PER_REPEAT random unit vectors."""
-    rng = generate_face.run_rng(seed, generate_face.STREAM_DIRECTIONS)
+    rng = generate_face.run_rng(seed, STREAM_DIRECTIONS)
     rounds = []
     for _ in range(DIRECTION_REPEATS):
         directions = rng.standard_normal((dimensions, DIRECTIONS_PER_REPEAT))
@@ -275,7 +303,7 @@ def kernel_inception_distance(features_a, features_b, seed=0, subsets=KID_SUBSET
     kernel_bb = (b @ b.T / dimensions + 1) ** 3
     kernel_ab = (a @ b.T / dimensions + 1) ** 3
     size = kid_subset_size(len(a), len(b))
-    rng = generate_face.run_rng(seed, generate_face.STREAM_KID_SUBSETS)
+    rng = generate_face.run_rng(seed, STREAM_KID_SUBSETS)
     values = []
     for _ in range(subsets):
         pick_a = rng.choice(len(a), size, replace=False)
@@ -303,7 +331,7 @@ def inception_scores(fake_features, real_features, seed=0):
 def generate_faces(generator, num, seed):
     """`num` faces from a gan_run.Generator, from the evaluation's own z
     stream: uint8 [num, H, W, 3]."""
-    rng = generate_face.run_rng(seed, generate_face.STREAM_FAKE_Z)
+    rng = generate_face.run_rng(seed, STREAM_FAKE_Z)
     z = generate_face.sample_z(rng, num, generator.hparams.z_dim)
     return generate_face.to_uint8(generator(z))
 
@@ -363,7 +391,7 @@ def evaluate(fake, real, seed=0, features=None, log=print, num_real=None):
         result.update(scores, **{f"{name}_real_vs_real": value
                                  for name, value in floor.items()})
         result["kid_subset_size"] = kid_subset_size(len(fake), num_real)
-    fake_spread, real_spread = (generate_face.diversity(fake), generate_face.diversity(compared))
+    fake_spread, real_spread = (diversity(fake), diversity(compared))
     result["diversity"] = {"generated": fake_spread, "real": real_spread,
                            "ratio": fake_spread / max(real_spread, 1e-12),
                            "collapse_warning": fake_spread < COLLAPSE_RATIO * real_spread}

@@ -28,7 +28,6 @@ import complete_face
 import gan_run
 import generate_face
 from cli_flags import add_flags, below, flag_field, from_flags, misplaced
-from gan_model import ganModel, images_to_uint8
 
 tf1 = tf.compat.v1
 
@@ -217,11 +216,10 @@ def export_savedmodel(checkpoint, hparams, out_dir, use_ema=True):
         raise ValueError(f"--export_savedmodel {out_dir} already exists; pass a new folder")
     graph = tf.Graph()
     with graph.as_default():
-        z = tf1.placeholder(tf.float32, [None, hparams.z_dim], name="z")
-        images = ganModel(hparams).generator(
-            z, is_training=False, use_ema=use_ema and hparams.uses_ema)
-        images = tf.identity(images, name="images")
-        images_uint8 = tf.identity(images_to_uint8(images), name="images_uint8")
+        net = gan_run.GeneratorNet(hparams, use_ema=use_ema)
+        z = net.z
+        images = tf.identity(net.images, name="images")
+        images_uint8 = tf.identity(net.images_uint8, name="images_uint8")
         constants = {name: tf.constant(value, name=name) for name, value in (
             ("crop_h", hparams.crop_h), ("crop_w", hparams.crop_w),
             ("is_crop", hparams.is_crop), ("output_h", hparams.output_h),

@@ -18,14 +18,23 @@ machines it must be a folder they all see (a shared file system).
 
 One replica on one machine uses TensorFlow's default strategy: the graph is
 the single-device graph of the classic DCGAN.
+
+The training loop meets the other workers through one object (`coordination`):
+OneWorker, which does nothing, or Workers, which knows who is chief, opens
+the Session on this worker's server, bounds every run, checks that the
+workers agree, counts their votes to stop and names a worker that is lost.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import socket
 
 import hardware
+import numpy as np
+
+from gan_run import NETWORK_SCOPES
 
 TF_CONFIG = "TF_CONFIG"
 
@@ -283,3 +292,195 @@ def unreachable_workers(layout, timeout=2.0):
         except OSError:
             gone.append((index, address))
     return gone
+
+
+# ---------------------------------------------------------------------------
+# The seam between the training loop and several workers
+# ---------------------------------------------------------------------------
+
+class WorkerLost(RuntimeError):
+    """With several workers, one stopped answering; this one stopped too."""
+
+
+class OneWorker:
+    """What several workers add to a run, for a run of one worker: nothing.
+
+    The training loop talks to this object (or to `Workers`) and never asks
+    how many workers there are. It says who writes (`is_chief`), opens the
+    Session, builds and feeds the stop vote, checks that the workers agree,
+    and turns a lost worker into its clear error.
+    """
+    is_chief = True
+    run_options = None  # tf.compat.v1.RunOptions of every training Session.run
+
+    def __init__(self, layout):
+        self.layout = layout
+
+    # Graph parts, built in the training graph (training_graph.build).
+    def build_vote(self):
+        """Before the replicas' networks: the inputs of the stop vote."""
+
+    def replica_wish(self):
+        """In each replica's step: its share of the vote (None: no vote)."""
+        return None
+
+    def count_votes(self, strategy, wishes):
+        """After the replicas' steps: the sum of their wishes."""
+
+    def build_facts(self, strategy):
+        """The facts every worker must agree on before training."""
+
+    # In the Session.
+    @contextlib.contextmanager
+    def session(self, graph, strategy):
+        """A Session for the training graph."""
+        import tensorflow as tf
+        config = session_config(self.layout, strategy)
+        with tf.compat.v1.Session(self._target(config), graph=graph, config=config) as sess:
+            yield sess
+
+    def _target(self, config):
+        return ""
+
+    def check_agreement(self, sess, resume_step, num_images):
+        """Raise ValueError if the workers found different runs on disk."""
+
+    def vote(self, wish):
+        """(feed, fetches) that put this worker's wish to stop into the D step."""
+        return {}, {}
+
+    def stop_after(self, fetched, wish, wish_now):
+        """(stop now, stopped by another worker), after a step that was fed
+        `wish`; `wish_now` is this worker's wish once the step is done. One
+        worker stops as soon as it wishes."""
+        return wish_now, False
+
+    @contextlib.contextmanager
+    def reporting_lost_workers(self, step_now, ckpt_dir):
+        """Around the training Session: a failed run stays what it is here."""
+        yield
+
+    def after_training(self, sess, step, log):
+        """What the run logs once the loop has ended."""
+
+    def when_stopping(self):
+        """What the loop's log says it will do on a signal."""
+        return "saving a checkpoint"
+
+
+class Workers(OneWorker):
+    """The seam for several workers (TF_CONFIG naming more than one).
+
+    Worker 0 is the chief and alone writes. Every Session.run is bounded by
+    `timeout` seconds, so that a worker that is gone stops the others
+    instead of leaving them waiting. A worker's wish to stop (a signal, its
+    time limit) is fed into the D step and summed over the workers, so every
+    worker stops after the same step.
+    """
+
+    def __init__(self, layout, timeout):
+        import tensorflow as tf
+        super().__init__(layout)
+        self.timeout = timeout
+        self.is_chief = layout.is_chief
+        self.run_options = tf.compat.v1.RunOptions(timeout_in_ms=int(timeout * 1000))
+
+    def build_vote(self):
+        import tensorflow as tf
+        self.stop_wish = tf.compat.v1.placeholder_with_default(0.0, [], "stop_wish")
+
+    def replica_wish(self):
+        import tensorflow as tf
+        return tf.identity(self.stop_wish)
+
+    def count_votes(self, strategy, wishes):
+        import tensorflow as tf
+        self.stop_votes = strategy.reduce(tf.distribute.ReduceOp.SUM, wishes, axis=None)
+
+    def build_facts(self, strategy):
+        import tensorflow as tf
+        # Before any variable is touched, the workers compare what they found
+        # on disk: the step they resume from and how many faces they read.
+        self.worker_facts = tf.compat.v1.placeholder(tf.float64, [2], "worker_facts")
+        self.facts_moments = mean_over_replicas(strategy, {
+            "mean": strategy.extended.call_for_each_replica(lambda: self.worker_facts),
+            "square": strategy.extended.call_for_each_replica(
+                lambda: self.worker_facts ** 2)})
+
+    def _target(self, config):
+        return worker_server(self.layout, config).target
+
+    def check_agreement(self, sess, resume_step, num_images):
+        """Every worker must resume from the same step and read as many faces;
+        else their weights or batches would silently differ."""
+        mine = [resume_step, num_images]
+        moments = sess.run(self.facts_moments, {self.worker_facts: mine},
+                           options=self.run_options)
+        # A fact's variance over the replicas is 0 exactly when all agree.
+        spread = moments["square"] - moments["mean"] ** 2
+        problems = []
+        if spread[0] > 0:
+            problems.append(f"they resume from different steps (this one from {mine[0]}): "
+                            f"--ckpt_dir must be one folder that every machine reads, "
+                            f"such as a shared file system")
+        if spread[1] > 0:
+            problems.append(f"they read different numbers of faces (this one {mine[1]}): "
+                            f"--data_root must hold the same faces on every machine")
+        if problems:
+            raise ValueError("the workers disagree: " + "; ".join(problems))
+
+    def vote(self, wish):
+        return {self.stop_wish: float(wish)}, {"stop_votes": self.stop_votes}
+
+    def stop_after(self, fetched, wish, wish_now):
+        stop = fetched["stop_votes"] > 0  # every worker counts the same votes
+        return bool(stop), bool(stop and not wish)
+
+    @contextlib.contextmanager
+    def reporting_lost_workers(self, step_now, ckpt_dir):
+        """A Session.run that failed with several workers becomes WorkerLost,
+        naming the worker that is gone; step_now() gives the step reached."""
+        import tensorflow as tf
+        try:
+            yield
+        except tf.errors.OpError as error:
+            raise self.lost_worker(error, step_now(), ckpt_dir) from error
+
+    def after_training(self, sess, step, log):
+        import tensorflow as tf
+        networks = [v for v in sess.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+                    if v.name.startswith(NETWORK_SCOPES)]
+        log(f"weights digest {weights_digest(sess, networks)} at step {step}")
+
+    def lost_worker(self, error, step, ckpt_dir):
+        """WorkerLost for a Session.run that failed (see reporting_lost_workers)."""
+        gone = unreachable_workers(self.layout)
+        if gone:
+            what = ", ".join(f"worker {index} ({address})" for index, address in gone)
+            what += " stopped answering"
+        else:
+            what = (f"the other workers did not answer within --worker_timeout "
+                    f"{self.timeout:g} s")
+        when = f"at step {step + 1}" if step is not None else "while the workers were starting"
+        return WorkerLost(
+            f"{what} {when} ({type(error).__name__}); this worker stops too. Start the same "
+            f"command again on every machine: the run resumes from the chief's last "
+            f"checkpoint in {ckpt_dir}")
+
+    def when_stopping(self):
+        return "stopping every worker after the next step"
+
+
+def coordination(layout, timeout):
+    """OneWorker or Workers, as the layout has one worker or several."""
+    return Workers(layout, timeout) if layout.num_workers > 1 else OneWorker(layout)
+
+
+def weights_digest(sess, variables):
+    """A short hash of the variables' values, for comparing workers' copies."""
+    import hashlib
+    digest = hashlib.sha1()
+    names = [v.name.rsplit(":", 1)[0] for v in variables]
+    for name, value in sorted(zip(names, sess.run(variables))):
+        digest.update(name.encode() + np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()[:16]

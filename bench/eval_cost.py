@@ -39,7 +39,9 @@ def faces(count):
     """uint8 [count, 64, 64, 3]: CelebA sample faces, or demo faces, repeated as needed."""
     if REAL_FACES.is_dir():
         images = generate_face.sample_faces(REAL_FACES, generate_face.Preprocessing(),
-                                            count, 0, log=lambda *_: None)
+                                            count,
+                                            generate_face.run_rng(0, metrics.STREAM_PICK_REAL),
+                                            log=lambda *_: None)
     else:
         with tempfile.TemporaryDirectory() as folder:
             demo_faces.make_demo_data(folder, num=min(count, 500), seed=0, log=lambda *_: None)

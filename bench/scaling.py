@@ -3,7 +3,7 @@
     python bench/scaling.py                        # half width, replicas 1,2,4 and 2 workers
     python bench/scaling.py --width 64 --iters 20  # the default model
 
-Times the real training graph (train_gan.build_training_graph) with
+Times the real training graph (training_graph.build) with
 --batch_size images per replica:
 
   replicas N   N logical CPU devices in this process (MirroredStrategy), the
@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import replicas  # noqa: E402
-import train_gan  # noqa: E402
+import training_graph  # noqa: E402
 from gan_model import HParams, ganModel  # noqa: E402
 
 tf1 = tf.compat.v1
@@ -55,7 +55,7 @@ def gradient_shapes(hparams):
 
 def time_training(hparams, images, layout, iters, warmup, session_target=None):
     """Median seconds of one iteration (D update, then G update)."""
-    parts = train_gan.build_training_graph(hparams, images, layout=layout)
+    parts = training_graph.build(hparams, images, layout=layout)
     config = replicas.session_config(layout, parts.strategy)
     target = session_target(config) if session_target else ""
     with tf1.Session(target, graph=parts.graph, config=config) as sess:

@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import generate_face  # noqa: E402
-import train_gan  # noqa: E402
+import training_graph  # noqa: E402
 from gan_model import HParams  # noqa: E402
 
 tf1 = tf.compat.v1
@@ -108,7 +108,7 @@ class TensorFlowRun:
         self.hparams = hparams
         images = np.random.default_rng(0).integers(0, 256, (512, hparams.output_h,
                                                             hparams.output_w, 3), np.uint8)
-        self.parts = train_gan.build_training_graph(hparams, images)
+        self.parts = training_graph.build(hparams, images)
         with self.parts.graph.as_default():
             self.writer = summary_dir and tf1.summary.FileWriter(summary_dir)
         self.sess = tf1.Session(graph=self.parts.graph, config=hardware.session_config())

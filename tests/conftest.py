@@ -33,8 +33,9 @@ def copy_run_with_hparams(run_root, destination, **changes):
     """Copy a run's checkpoint folder and edit its hparams.json; returns the copy."""
     ckpt = destination / "ckpt"
     shutil.copytree(run_root / "ckpt", ckpt)
-    hparams = json.loads((ckpt / "hparams.json").read_text())
-    (ckpt / "hparams.json").write_text(json.dumps({**hparams, **changes}))
+    saved = json.loads((ckpt / "hparams.json").read_text())
+    saved["hparams"].update(changes)
+    (ckpt / "hparams.json").write_text(json.dumps(saved))
     return ckpt
 
 

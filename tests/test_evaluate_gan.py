@@ -171,8 +171,8 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_the_shift():
 
 
 def test_diversity_flags_a_collapsed_set(faces):
-    assert generate_face.diversity(np.repeat(faces[:1], 20, axis=0)) < 1e-6
-    assert generate_face.diversity(faces) > 0.2
+    assert metrics.diversity(np.repeat(faces[:1], 20, axis=0)) < 1e-6
+    assert metrics.diversity(faces) > 0.2
     collapsed = noisy(np.repeat(faces[:1], 40, axis=0), 5)  # one face, a little noise
     result = metrics.evaluate(collapsed, faces, log=lambda *_: None)
     assert result["diversity"]["collapse_warning"]
@@ -222,15 +222,20 @@ def test_cli_table_names_what_it_compared(capsys, drawing_run, demo_dir):
     assert "FID " in table and "KID x1e3 " in table and "[20 vs 20; real vs real 20 vs 20]" in table
 
 
-def test_a_folder_of_saved_faces_scores_as_its_checkpoint(capsys, tmp_path, drawing_run,
-                                                          demo_dir):
+def saved_faces(run_root, folder, count):
+    """(folder, faces): `count` faces of a run's checkpoint, saved as PNG files."""
     import gan_run
-    with gan_run.Generator(drawing_run / "ckpt") as generator:
-        fakes = metrics.generate_faces(generator, 20, 0)
-    folder = tmp_path / "fakes"
+    with gan_run.Generator(run_root / "ckpt") as generator:
+        fakes = metrics.generate_faces(generator, count, 0)
     folder.mkdir()
     for i, face in enumerate(fakes):
         generate_face.atomic_save_image(face, folder / f"fake_{i:03d}.png")
+    return folder, fakes
+
+
+def test_a_folder_of_saved_faces_scores_as_its_checkpoint(capsys, tmp_path, drawing_run,
+                                                          demo_dir):
+    folder, _ = saved_faces(drawing_run, tmp_path / "fakes", 20)
     flags = ["--real_dir", str(demo_dir), "--num_images", "20", "--fid", "false"]
     from_folder = evaluate_json(capsys, "--fake_dir", str(folder), *flags)
     from_checkpoint = evaluate_json(capsys, "--ckpt_dir", str(drawing_run / "ckpt"), *flags)
@@ -238,7 +243,7 @@ def test_a_folder_of_saved_faces_scores_as_its_checkpoint(capsys, tmp_path, draw
     assert from_folder["fake_dir"] == str(folder)
 
 
-def test_cli_errors(capsys, tmp_path, demo_dir):
+def test_a_missing_run_folder_or_archive_is_an_error_that_names_it(capsys, tmp_path, demo_dir):
     assert evaluate_gan.main(["--ckpt_dir", str(tmp_path / "none"),
                               "--real_dir", str(demo_dir)]) == 1
     assert "train first" in capsys.readouterr().err
@@ -252,7 +257,8 @@ def test_cli_errors(capsys, tmp_path, demo_dir):
 
 
 def test_real_faces_halves_are_near_each_other():
-    real = generate_face.sample_faces(real_faces_or_skip(), generate_face.Preprocessing(), 400, 0,
+    real = generate_face.sample_faces(real_faces_or_skip(), generate_face.Preprocessing(), 400,
+                                      generate_face.run_rng(0, metrics.STREAM_PICK_REAL),
                                   lambda *_: None)
     result = metrics.evaluate(real[200:], real[:200], log=lambda *_: None)
     blurred_result = metrics.evaluate(blurred(real[200:]), real[:200],
@@ -289,13 +295,7 @@ def test_two_folders_as_their_files_are_score_as_fid_helper_does(capsys, tmp_pat
     """--preprocess_real false: every file of both folders, uncropped, each
     resized straight to 299x299 by the network; SWD is left out for the
     two sizes."""
-    import gan_run
-    with gan_run.Generator(drawing_run / "ckpt") as generator:
-        fakes = metrics.generate_faces(generator, 12, 0)
-    folder = tmp_path / "fakes"
-    folder.mkdir()
-    for i, face in enumerate(fakes):
-        generate_face.atomic_save_image(face, folder / f"fake_{i:03d}.png")
+    folder, fakes = saved_faces(drawing_run, tmp_path / "fakes", 12)
     reals = [Path(p) for p in generate_face.list_image_files(demo_dir)[:16]]
     real_dir = tmp_path / "reals"
     real_dir.mkdir()

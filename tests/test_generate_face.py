@@ -171,7 +171,7 @@ def test_z_is_uniform_seeded_and_per_step():
 
 @pytest.mark.parametrize("num, shape", [(64, (512, 512)), (1, (64, 64)), (7, (128, 256)),
                                         (10, (192, 256))])
-def test_grid_layout(num, shape):
+def test_a_grid_is_as_square_as_the_count_allows(num, shape):
     assert gf.image_grid(np.zeros((num, 64, 64, 3))).shape == shape + (3,)
 
 

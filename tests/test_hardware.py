@@ -83,7 +83,7 @@ def test_explicit_precisions_are_kept_and_emulated_bf16_is_warned_about():
     ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
     ({}, None),
 ])
-def test_container_cpu_quota(tmp_path, files, expected):
+def test_a_container_cpu_quota_limits_the_cpus_and_none_means_no_limit(tmp_path, files, expected):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)

@@ -1,7 +1,6 @@
 """inception.py: the archive's reader, the network in TensorFlow, its preprocessing."""
 
 import pickle
-import shutil
 import sys
 import zipfile
 

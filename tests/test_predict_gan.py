@@ -50,7 +50,7 @@ def test_seed_decides_the_faces(tmp_path, drawing_run):
     assert np.abs(a - c).mean() > 0.5
 
 
-def test_explicit_checkpoint_prefix_and_folder(tmp_path, drawing_run):
+def test_a_named_checkpoint_prefix_or_folder_is_used(tmp_path, drawing_run):
     prefix = str(drawing_run / "ckpt" / "gan.ckpt-200")
     out, used = draw(checkpoint=prefix, num=1, out=tmp_path / "x.png")
     assert used == prefix and out.is_file()

@@ -1,5 +1,6 @@
 """predict_gan.py's other modes: interpolation, arithmetic, completion, export."""
 
+import re
 import subprocess
 import sys
 
@@ -25,7 +26,7 @@ def cell(grid, index, cols, size=64):
 @pytest.fixture(scope="module")
 def run(drawing_run):
     ckpt = drawing_run / "ckpt"
-    return ckpt, gan_run.latest_checkpoint(ckpt), gan_run.load_hparams(ckpt)
+    return ckpt, gan_run.latest_checkpoint(ckpt), gan_run.read_run_file(ckpt).hparams
 
 
 def single_face(tmp_path, ckpt, seed):
@@ -35,7 +36,7 @@ def single_face(tmp_path, ckpt, seed):
     return pixels(out)
 
 
-def test_slerp_ends_and_arc():
+def test_slerp_keeps_its_ends_and_the_length_between_them():
     rng = np.random.default_rng(0)
     a, b = rng.uniform(-1, 1, 100), rng.uniform(-1, 1, 100)
     np.testing.assert_array_equal(predict_gan.slerp(a, b, 0.0), a)
@@ -66,7 +67,7 @@ def test_interpolation_ends_are_the_seeds_faces(tmp_path, run):
         assert (animation.n_frames, animation.size) == (16, (64, 64))
 
 
-def test_save_z_and_arithmetic(tmp_path, run):
+def test_saved_z_redraws_its_faces_and_arithmetic_adds_them(tmp_path, run):
     ckpt, _, hparams = run
     grid_path, z_path = tmp_path / "grid.png", tmp_path / "z.npy"
     assert predict_gan.main(["--ckpt_dir", str(ckpt), "--num", "16", "--save_z", str(z_path),
@@ -93,7 +94,7 @@ def test_save_z_and_arithmetic(tmp_path, run):
 @pytest.mark.parametrize("expression, message", [
     ("3,,7", "cannot read"), ("3 + - 2", "cannot read"), ("3 7", "cannot read"),
     ("", "empty"), ("3 - 99", "out of range")])
-def test_arithmetic_errors(tmp_path, run, capsys, expression, message):
+def test_an_unreadable_or_out_of_range_expression_is_refused(tmp_path, run, capsys, expression, message):
     ckpt, _, hparams = run
     z_path = tmp_path / "z.npy"
     np.save(z_path, generate_face.sample_grid_z(0, 16, hparams.z_dim))
@@ -202,7 +203,7 @@ def test_completion_takes_folders_of_photos(run, demo_dir):
     np.testing.assert_array_equal(known[0], known[40])  # the folder's first, then `one`
 
 
-def test_completion_input_errors(tmp_path, run, demo_dir, capsys):
+def test_completion_refuses_missing_corrupt_or_mismatched_inputs(tmp_path, run, demo_dir, capsys):
     ckpt = str(run[0])
     face = str(generate_face.list_image_files(demo_dir)[0])
     small = tmp_path / "small.png"
@@ -269,7 +270,10 @@ def test_readme_documents_every_flag(script):
     parser = importlib.import_module(script).build_parser()
     flags = [flag for action in parser._actions for flag in action.option_strings
              if flag.startswith("--") and flag != "--help"]
-    assert flags and [flag for flag in flags if f"`{flag}" not in readme] == []
+    # The flag itself, not a longer one it begins (`--num` in `--num_images`).
+    documented = [flag for flag in flags
+                  if re.search(rf"`{re.escape(flag)}(?![A-Za-z0-9_])", readme)]
+    assert flags and documented == flags
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -18,6 +18,7 @@ import gan_run
 import generate_face
 import replicas
 import train_gan
+import training_graph
 from conftest import PROJECT, run_flags
 from gan_model import HParams
 
@@ -109,7 +110,7 @@ def tiny_hparams(**changes):
 def test_replicas_run_on_two_devices_and_stay_identical():
     hparams = tiny_hparams(g_ema_decay=0.5)
     images = np.random.default_rng(0).integers(0, 256, (32, 64, 64, 3), dtype=np.uint8)
-    parts = train_gan.build_training_graph(hparams, images, layout=TWO_CPUS)
+    parts = training_graph.build(hparams, images, layout=TWO_CPUS)
     with session(parts) as sess:
         sess.run(parts.init)
         sess.run(parts.iterator.initializer, {parts.start_batch: 0})
@@ -128,7 +129,7 @@ def test_replicas_run_on_two_devices_and_stay_identical():
             sess.run(parts.g_train_op, feed)
         mirrored = [v for v in parts.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
                     if hasattr(v, "values")]
-        names = {train_gan.variable_name(v) for v in mirrored}
+        names = {training_graph.variable_name(v) for v in mirrored}
         # Weights, batch-norm averages, G's EMA shadows and Adam's slots.
         assert {"discriminator/conv0/w", "generator/bn1/moving_mean",
                 "generator_ema/deconv1/w", "global_step"} <= names
@@ -150,7 +151,7 @@ def test_two_replicas_take_the_step_of_one_device_on_their_joint_batch(tmp_path)
     images = np.repeat(face, 16, axis=0)
     z = np.tile(np.random.default_rng(1).uniform(-1, 1, (4, 16)), (2, 1))
 
-    single = train_gan.build_training_graph(
+    single = training_graph.build(
         tiny_hparams(batch_size=8), images, layout=replicas.Layout())
     with session(single) as sess:
         sess.run(single.init)
@@ -158,18 +159,18 @@ def test_two_replicas_take_the_step_of_one_device_on_their_joint_batch(tmp_path)
         sess.run(single.iterator.initializer, {single.start_batch: 0})
         sess.run(single.d_train_op, {single.z: z})
         sess.run(single.g_train_op, {single.z: z})
-        expected = {train_gan.variable_name(v): value for v, value in zip(
+        expected = {training_graph.variable_name(v): value for v, value in zip(
             single.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES),
             sess.run(single.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)))}
 
-    mirrored = train_gan.build_training_graph(hparams, images, layout=TWO_CPUS)
+    mirrored = training_graph.build(hparams, images, layout=TWO_CPUS)
     with session(mirrored) as sess:
         mirrored.saver.restore(sess, start)  # the same starting weights
         sess.run(mirrored.iterator.initializer, {mirrored.start_batch: 0})
         sess.run(mirrored.d_train_op, {mirrored.z: z})
         sess.run(mirrored.g_train_op, {mirrored.z: z})
         variables = mirrored.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
-        got = {train_gan.variable_name(v): value
+        got = {training_graph.variable_name(v): value
                for v, value in zip(variables, sess.run(variables))}
     assert got.keys() == expected.keys()
     slots = 0
@@ -203,8 +204,8 @@ def test_two_replica_checkpoint_predicts_and_resumes_on_one_and_on_two(tmp_path,
 
     result, log = train(2, "2")
     assert result.step == 2 and "2 replicas: /cpu:0, /cpu:1" in log
-    saved = json.loads((tmp_path / "ckpt" / gan_run.HPARAMS_FILE).read_text())
-    assert saved["replicas"] == 2 and saved["batch_size"] == 8
+    saved = gan_run.read_run_file(tmp_path / "ckpt")
+    assert saved.replicas == 2 and saved.hparams.batch_size == 8
     with gan_run.Generator(tmp_path / "ckpt", log=lambda *_: None) as generator:
         faces = generator(np.zeros((2, 16), np.float32))
     assert faces.shape == (2, 64, 64, 3) and generator.step == 2
@@ -288,7 +289,7 @@ def test_two_workers_train_one_run_and_only_the_chief_writes(tmp_path, demo_dir)
     assert "worker 0 of 2 (chief): 1 of the run's 2 replicas" in chief.output
     assert "step 4/4  d_loss" in other.output
     assert not (tmp_path / "worker1").exists(), "worker 1 wrote into its run folders"
-    assert json.loads((tmp_path / "ckpt" / "hparams.json").read_text())["replicas"] == 2
+    assert gan_run.read_run_file(tmp_path / "ckpt").replicas == 2
 
 
 def test_a_lost_worker_stops_the_other_and_a_restart_resumes(tmp_path, demo_dir):

@@ -44,7 +44,6 @@ def test_run_logs_scalars_histograms_images_and_graph(trained_run):
     assert all(0 < v < 1 for v in values["D/D_x"] + values["D/D_G_z"])
     assert all(v > 0 and np.isfinite(v) for v in values["loss/d_loss"] + values["loss/g_loss"])
     assert values["train/learning_rate_d"] == pytest.approx([2e-4] * 3)
-    assert all(v > 0 for v in values["perf/images_per_sec"])
     for tag in ("hist/z", "hist/D_x", "hist/D_G_z", "weights/generator/deconv1/w",
                 "weights/discriminator/conv3/w"):
         assert tag in tags["histograms"], tag

@@ -1,6 +1,5 @@
 """The training program: outputs, resume, flags, errors, interruption."""
 
-import json
 import os
 import queue
 import signal
@@ -15,7 +14,9 @@ import tensorflow as tf
 from PIL import Image
 
 import gan_run
+import run_outputs
 import train_gan
+import training_monitor
 from conftest import PROJECT, copy_run_with_hparams, run_flags
 
 tf1 = tf.compat.v1
@@ -25,7 +26,7 @@ def test_three_step_run_writes_checkpoint_summaries_and_grid(trained_run):
     ckpt = trained_run / "ckpt"
     assert gan_run.latest_checkpoint(ckpt) == str(ckpt / "gan.ckpt-3")
     assert (ckpt / "gan.ckpt-3.index").is_file()
-    assert json.loads((ckpt / "hparams.json").read_text())["gf_dim"] == 8
+    assert gan_run.read_run_file(ckpt).hparams.gf_dim == 8
     stored = dict(tf.train.list_variables(str(ckpt / "gan.ckpt-3")))
     assert stored["generator/deconv1/w"] == [5, 5, 32, 64]
     assert "global_step" in stored and "sample_z" in stored
@@ -113,7 +114,7 @@ CLASSIC_DEFAULTS = {
 def test_classic_defaults_are_the_flags_defaults():
     run, given = train_gan.parse_flags([])
     assert given == {}  # nothing typed: a fresh run takes the defaults
-    hparams = train_gan.resolve_hparams("no such folder", given)[0]
+    hparams = gan_run.resolve_hparams("no such folder", given)[0]
     for name, value in CLASSIC_DEFAULTS.items():
         assert getattr(hparams, name) == value, name
     parsed = train_gan.parse_flags(["--z_dim", "7", "--flip", "--beta1", "0.3"])[1]
@@ -121,7 +122,7 @@ def test_classic_defaults_are_the_flags_defaults():
     assert (run.ckpt_dir, run.max_steps, run.max_minutes) == ("ckpt", 20000, 0.0)
 
 
-def test_data_errors_are_clear(tmp_path, demo_dir, capsys):
+def test_an_empty_folder_or_too_few_faces_stop_before_any_checkpoint(tmp_path, demo_dir, capsys):
     (tmp_path / "empty").mkdir()
     assert train_gan.main(run_flags(tmp_path, tmp_path / "empty", 1)) == 1
     assert "no images in" in capsys.readouterr().err
@@ -184,7 +185,7 @@ def test_precision_may_change_on_resume_and_bf16_checkpoints_predict(tmp_path, d
         run_flags(tmp_path, demo_dir, 3, "--precision", "fp32")), log=log.append)
     assert result.step == 3 and "  precision: bf16 -> fp32" in log
     # The change is remembered: a plain resume keeps fp32.
-    assert json.loads((tmp_path / "ckpt" / "hparams.json").read_text())["precision"] == "fp32"
+    assert gan_run.read_run_file(tmp_path / "ckpt").hparams.precision == "fp32"
     out = tmp_path / "face.png"
     assert predict_gan.main(["--ckpt_dir", str(tmp_path / "ckpt"), "--num", "2",
                              "--out", str(out)]) == 0
@@ -198,8 +199,8 @@ def test_auto_precision_is_resolved_logged_and_saved(tmp_path, demo_dir):
         run_flags(tmp_path, demo_dir, 1, "--precision", "auto")), log=log.append)
     expected, reason, _ = hardware.resolve_precision("auto")
     assert result.step == 1 and f"precision {expected} ({reason})" in log
-    saved = json.loads((tmp_path / "ckpt" / "hparams.json").read_text())
-    assert saved["precision"] == expected  # what ran, so a resume rebuilds the same
+    saved = gan_run.read_run_file(tmp_path / "ckpt").hparams
+    assert saved.precision == expected  # what ran, so a resume rebuilds the same
 
 
 def test_max_minutes_stops_cleanly_with_a_checkpoint_and_a_grid_and_resumes(
@@ -338,7 +339,7 @@ def test_failed_checkpoint_write_names_the_folder_and_keeps_the_last_one(
         return real_save(self, *args, **kwargs)
     monkeypatch.setattr(tf.compat.v1.train.Saver, "save", save_then_fill_the_disk)
     flags = run_flags(tmp_path, demo_dir, 3, "--ckpt_every", "1")
-    with pytest.raises(train_gan.OutputError, match="could not write a checkpoint to .*ckpt "
+    with pytest.raises(run_outputs.OutputError, match="could not write a checkpoint to .*ckpt "
                                                      "at step 2.*gan.ckpt-1.*is intact"):
         train_gan.train(*train_gan.parse_flags(flags), log=lambda *_: None)
     monkeypatch.undo()
@@ -347,7 +348,7 @@ def test_failed_checkpoint_write_names_the_folder_and_keeps_the_last_one(
     assert reader.get_tensor("global_step") == 1
 
 
-def test_g_steps_and_ema_in_a_real_run(tmp_path, demo_dir):
+def test_two_g_steps_update_g_twice_and_grids_draw_with_the_average(tmp_path, demo_dir):
     import predict_gan
     flags = run_flags(tmp_path, demo_dir, 20, "--g_steps", "2", "--g_ema_decay", "0.9",
                       "--sample_every", "20")
@@ -405,12 +406,12 @@ def test_nan_rollback_resumes_from_the_last_checkpoint_with_halved_rates(
     assert "diverged at step 3" in text
     assert "rollback 1 of 1: resuming from" in text and "gan.ckpt-2" in text
     assert "resuming from" in text and "(step 2)" in text
-    saved = gan_run.load_hparams(tmp_path / "ckpt")
+    saved = gan_run.read_run_file(tmp_path / "ckpt").hparams
     assert (saved.learning_rate, saved.d_learning_rate) == (1e-4, 2e-4)
 
 
-def test_collapse_watchdog_rules():
-    watchdog = train_gan.CollapseWatchdog(window=10, real_diversity=0.6)
+def test_the_watchdog_warns_once_per_streak_after_its_first_window():
+    watchdog = training_monitor.CollapseWatchdog(window=10, real_diversity=0.6)
     # Inside the first window nothing counts; then 10 low steps make one warning.
     assert not any(watchdog.observe_d_loss(step, 0.001) for step in range(1, 11))
     warnings = [watchdog.observe_d_loss(step, 0.001) for step in range(11, 40)]
