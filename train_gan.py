@@ -246,10 +246,10 @@ def train_once(run, overrides, log, deadline=math.inf):
     with cluster.session(training.graph, training.strategy) as sess, StopRequest() as stop, \
             cluster.reporting_lost_workers(lambda: step, run.ckpt_dir):
         step, checkpoint = begin(sess, training, cluster, run, checkpoint, len(images), log)
-        first_step, started, by_other = step, time.monotonic(), False
         with run_outputs.writer_for(cluster, run, hparams, training, sess, images, step,
                                     checkpoint, log) as writer:
             evaluation = training_monitor.evaluation_for(run, hparams, cluster, log)
+            first_step, started, by_other = step, time.monotonic(), False
             while step < run.max_steps:
                 report = (step + 1) % run.log_every == 0 or step + 1 == run.max_steps
                 wish = stop.signal is not None or time.monotonic() >= deadline
