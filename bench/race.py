@@ -47,6 +47,7 @@ import metrics  # noqa: E402
 import train_gan  # noqa: E402
 
 RECIPE = ["--kernel_size", "4", "--schedule", "reuse_fake", "--flip", "--g_ema_decay", "0.999"]
+WIDTH = 32  # gf_dim and df_dim of every side: half the classic width
 SIDES = ("recipe", "classic", "pytorch")
 METRICS = (("kid", "KID x1e3", 1e3), ("fid", "FID", 1.0), ("swd", "SWD x1e3", 1.0))
 
@@ -194,7 +195,7 @@ def main(argv=None):
     parser.add_argument("--recipe", default=" ".join(RECIPE),
                         help="train_gan.py flags of the recipe side, to race another recipe "
                              "(use a new --work_dir: results are kept by side name)")
-    parser.add_argument("--width", type=int, default=32,
+    parser.add_argument("--width", type=int, default=WIDTH,
                         help="--gf_dim/--df_dim here, --ngf/--ndf in the PyTorch example")
     parser.add_argument("--held_out", type=int, default=2000,
                         help="faces kept out of training, to score against")

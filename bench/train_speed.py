@@ -37,27 +37,28 @@ import hardware  # noqa: E402  (before TensorFlow: it sets the oneDNN default)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import generate_face  # noqa: E402
+import race  # noqa: E402
+import replicas  # noqa: E402
+import step_profile  # noqa: E402
+import train_gan  # noqa: E402
 import training_graph  # noqa: E402
 from gan_model import HParams  # noqa: E402
 
 tf1 = tf.compat.v1
 
-
 def layer_flops(hparams):
-    """Forward multiply-add FLOPs per image: ({G layer: flops}, {D layer: flops})."""
+    """Forward multiply-add FLOPs per image: {"G linear": flops, ..., "D linear": flops}."""
     h, w, k2 = hparams.output_h // 16, hparams.output_w // 16, hparams.kernel_size ** 2
-    gen = {"linear": 2 * hparams.z_dim * h * w * hparams.gf_dim * 8}
+    flops = {"G linear": 2 * hparams.z_dim * h * w * hparams.gf_dim * 8}
     channels = [hparams.gf_dim * 8, hparams.gf_dim * 4, hparams.gf_dim * 2, hparams.gf_dim, 3]
     for i in range(4):  # a transposed conv costs k*k*Cout per input pixel and channel
-        gen[f"deconv{i + 1}"] = 2 * (h << i) * (w << i) * channels[i] * k2 * channels[i + 1]
-    dis = {}
+        flops[f"G deconv{i + 1}"] = 2 * (h << i) * (w << i) * channels[i] * k2 * channels[i + 1]
     channels = [3, hparams.df_dim, hparams.df_dim * 2, hparams.df_dim * 4, hparams.df_dim * 8]
     for i in range(4):  # output pixels x Cout x k*k*Cin
         out_h, out_w = hparams.output_h >> (i + 1), hparams.output_w >> (i + 1)
-        dis[f"conv{i}"] = 2 * out_h * out_w * channels[i + 1] * k2 * channels[i]
-    dis["linear"] = 2 * h * w * hparams.df_dim * 8
-    return gen, dis
+        flops[f"D conv{i}"] = 2 * out_h * out_w * channels[i + 1] * k2 * channels[i]
+    flops["D linear"] = 2 * h * w * hparams.df_dim * 8
+    return flops
 
 
 def iteration_flops(hparams):
@@ -68,14 +69,17 @@ def iteration_flops(hparams):
       D update: G forward; D forward on the real and the fake batch; D
         weight gradients for both; D input gradients for both except at the
         first layer (nothing upstream trains).
-      G update: G forward again; D forward on the fake batch; D input
+      G update: G forward again (not with --schedule reuse_fake, which
+        reuses the D update's); D forward on the fake batch; D input
         gradients including the first layer (they reach G); G weight
         gradients; G input gradients except at the first layer.
     """
-    gen, dis = layer_flops(hparams)
-    f_g, f_d = sum(gen.values()), sum(dis.values())
-    d_update = f_g + 2 * f_d + 2 * f_d + 2 * (f_d - dis["conv0"])
-    g_update = f_g + f_d + f_d + f_g + (f_g - gen["linear"])
+    flops = layer_flops(hparams)
+    f_g = sum(v for k, v in flops.items() if k.startswith("G "))
+    f_d = sum(v for k, v in flops.items() if k.startswith("D "))
+    d_update = f_g + 2 * f_d + 2 * f_d + 2 * (f_d - flops["D conv0"])
+    g_forward = 0 if hparams.schedule == "reuse_fake" else f_g
+    g_update = g_forward + f_d + f_d + f_g + (f_g - flops["G linear"])
     return hparams.batch_size * (d_update + g_update)
 
 
@@ -97,41 +101,44 @@ def matmul_rate(dtype, size=2048, repeats=10):
 
 
 class TensorFlowRun:
-    """The real training graph in a live Session, ready to time.
+    """The real training graph in a live Session, stepped as train_gan.py steps it.
 
-    With `summary_dir`, every step also fetches the scalar and histogram
-    summaries and writes them there (train_gan.py does that every
-    --log_every steps only), to show what logging costs.
+    Each `step` is train_gan.train_step: the D and G updates (in one
+    Session.run with --schedule reuse_fake), a new z batch from (seed,
+    step), and the finiteness check of the weights. With `summary_dir`,
+    every step also fetches the summaries and writes them there
+    (train_gan.py does that every --log_every steps only), to show what
+    logging costs. `inter_op_threads` overrides TensorFlow's default of
+    running independent ops side by side (1: one op at a time).
     """
 
-    def __init__(self, hparams, summary_dir=None):
-        self.hparams = hparams
+    def __init__(self, hparams, summary_dir=None, inter_op_threads=None):
+        self.hparams, self.step_count = hparams, 0
         images = np.random.default_rng(0).integers(0, 256, (512, hparams.output_h,
                                                             hparams.output_w, 3), np.uint8)
         self.parts = training_graph.build(hparams, images)
+        self.cluster = replicas.coordination(self.parts.layout, timeout=300.0)
         with self.parts.graph.as_default():
             self.writer = summary_dir and tf1.summary.FileWriter(summary_dir)
-        self.sess = tf1.Session(graph=self.parts.graph, config=hardware.session_config())
+        config = hardware.session_config()
+        if inter_op_threads:
+            # Pools of its own: by default every Session of a process shares
+            # the pools the first one made, with the first one's sizes.
+            config.use_per_session_threads = True
+            config.inter_op_parallelism_threads = inter_op_threads
+        self.sess = tf1.Session(graph=self.parts.graph, config=config)
         self.sess.run(self.parts.init)
         self.sess.run(self.parts.iterator.initializer, {self.parts.start_batch: 0})
-        self.feed = {self.parts.z: generate_face.train_z(0, 0, hparams.batch_size,
-                                                         hparams.z_dim)}
 
-    def step(self):
-        parts = self.parts
+    def step(self, sess=None):
+        fetched = train_gan.train_step(sess or self.sess, self.parts, self.hparams,
+                                       self.step_count, bool(self.writer), self.cluster,
+                                       wish=False)
+        self.step_count += 1
         if self.writer:
-            d_out = self.sess.run([parts.d_train_op, parts.gan.d_loss, parts.d_summary],
-                                  self.feed)
-            g_out = self.sess.run([parts.g_train_op, parts.gan.g_loss, parts.g_summary,
-                                   parts.weights_finite], self.feed)
-            self.writer.add_summary(d_out[2])
-            self.writer.add_summary(g_out[2])
-            return d_out[1], g_out[1]
-        d_loss = self.sess.run([parts.d_train_op, parts.gan.d_loss], self.feed)[1]
-        # As in training: the G step also checks the weights for NaN.
-        g_loss = self.sess.run([parts.g_train_op, parts.gan.g_loss, parts.weights_finite],
-                               self.feed)[1]
-        return d_loss, g_loss
+            self.writer.add_summary(fetched["d_summary"])
+            self.writer.add_summary(fetched["g_summary"])
+        return fetched["d_loss"], fetched["g_loss"]
 
 
 def seconds_per_iteration(runner, iters):
@@ -141,46 +148,89 @@ def seconds_per_iteration(runner, iters):
     return (time.perf_counter() - started) / iters
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
     parser.add_argument("--gf_dim", type=int, default=64)
     parser.add_argument("--df_dim", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--train_flags", default="",
+                        help="more train_gan.py hyperparameter flags, in one string "
+                             "(e.g. \"--kernel_size 4 --schedule reuse_fake\")")
+    parser.add_argument("--recipe", action="store_true",
+                        help="time bench/race.py's recipe at the race's half width against "
+                             "the pytorch/examples DCGAN (bench/torch_dcgan.py, needs PyTorch)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--iters", type=int, default=10, help="timed iterations per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     parser.add_argument("--summaries", action="store_true",
                         help="also time fp32 with every summary written every step")
     parser.add_argument("--torch", action="store_true",
-                        help="also time bench/torch_reference.py (needs PyTorch)")
+                        help="also time bench/torch_reference.py, the same network in "
+                             "PyTorch (needs PyTorch)")
+    parser.add_argument("--profile", type=int, default=0, metavar="ITERS",
+                        help="after timing, trace ITERS iterations of the first precision "
+                             "and print where the time goes, per layer and pass")
     parser.add_argument("--onednn", default="",
                         help="comma-separated TF_ENABLE_ONEDNN_OPTS values (e.g. 1,0) to time "
                              "one after the other, each in its own process")
     parser.add_argument("--json_out", default="", help="also write {row: images/s} here")
+    parser.add_argument("--onednn_log_marker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.recipe:
+        args.gf_dim = args.df_dim = race.WIDTH
+        args.train_flags = " ".join(race.RECIPE) + " " + args.train_flags
+    return args
+
+
+def hparams_of(args, precision="fp32"):
+    _, overrides = train_gan.parse_flags([
+        "--gf_dim", str(args.gf_dim), "--df_dim", str(args.df_dim),
+        "--batch_size", str(args.batch_size), "--precision", precision,
+        *args.train_flags.split()])
+    return HParams(**overrides)
+
+
+def torch_runners(args, hparams):
+    """The PyTorch yardsticks asked for, by row name ({} without PyTorch)."""
+    if not (args.torch or args.recipe):
+        return {}
+    try:
+        import torch
+        import torch_dcgan
+        from torch_reference import TorchDCGAN
+    except ImportError:
+        print("PyTorch is not installed: the PyTorch rows are skipped")
+        return {}
+    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+    runners = {}
+    if args.torch:
+        runners["pytorch fp32"] = TorchDCGAN(args.batch_size, hparams.z_dim, args.gf_dim,
+                                             args.df_dim)
+        runners["pytorch bf16 autocast"] = TorchDCGAN(args.batch_size, hparams.z_dim,
+                                                      args.gf_dim, args.df_dim, bf16=True)
+    if args.recipe:
+        images = np.random.default_rng(0).integers(0, 256, (512, 64, 64, 3), np.uint8)
+        runners["pytorch example"] = torch_dcgan.PyTorchDCGAN(
+            images, ngf=args.gf_dim, ndf=args.df_dim, batch_size=args.batch_size)
+    return runners
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.onednn:
         return compare_onednn(args, argv if argv is not None else sys.argv[1:])
+    if args.onednn_log_marker:
+        return onednn_log_child(args)
 
-    base = HParams(gf_dim=args.gf_dim, df_dim=args.df_dim, batch_size=args.batch_size)
-    runners = {f"tensorflow {p}": TensorFlowRun(HParams(**{**base.to_dict(), "precision": p}))
+    base = hparams_of(args)
+    runners = {f"tensorflow {p}": TensorFlowRun(hparams_of(args, p))
                for p in args.precisions.split(",")}
     scratch = tempfile.TemporaryDirectory()
     if args.summaries:
         runners["tensorflow fp32 + summaries every step"] = TensorFlowRun(base, scratch.name)
-    if args.torch:
-        try:
-            import torch
-            from torch_reference import TorchDCGAN
-        except ImportError:
-            print("PyTorch is not installed: --torch skipped")
-        else:
-            runners["pytorch fp32"] = TorchDCGAN(args.batch_size, base.z_dim, args.gf_dim,
-                                                 args.df_dim)
-            runners["pytorch bf16 autocast"] = TorchDCGAN(args.batch_size, base.z_dim,
-                                                          args.gf_dim, args.df_dim, bf16=True)
-            print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+    runners.update(torch_runners(args, base))
     for runner in runners.values():
         for _ in range(args.warmup):
             runner.step()
@@ -192,30 +242,80 @@ def main(argv=None):
             times[name].append(seconds_per_iteration(runner, args.iters))
         peaks["fp32"].append(matmul_rate(tf.float32))
         peaks["bf16"].append(matmul_rate(tf.bfloat16))
-
-    flops = iteration_flops(base)
     peak = {name: statistics.median(rates) for name, rates in peaks.items()}
-    print(hardware.describe())
-    print(f"gf_dim {args.gf_dim}, df_dim {args.df_dim}, batch {args.batch_size}; median of "
-          f"{args.rounds} interleaved rounds x {args.iters} iterations")
-    print(f"one iteration = {flops / 1e9:.1f} GFLOP (analytic); matrix multiply measured: "
-          f"fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s\n")
-    reference = next((statistics.median(times[n]) for n in times if n == "pytorch fp32"), None)
-    print(f"{'':38s} {'images/s':>9s} {'s/iter':>8s} {'GFLOP/s':>8s} {'of peak':>8s}"
-          + ("  vs pytorch fp32" if reference else ""))
-    for name, seconds in times.items():
-        median = statistics.median(seconds)
-        dtype = "bf16" if "bf16" in name else "fp32"
-        line = (f"{name:38s} {args.batch_size / median:9.1f} {median:8.3f} "
-                f"{flops / median / 1e9:8.0f} {flops / median / 1e9 / peak[dtype]:7.0%}")
-        if reference:
-            line += f"  {reference / median:6.2f}x"
-        print(line)
+    print_speeds(args, base, times, peak)
+    if args.profile:
+        first = next(iter(runners.values()))
+        profile(args, first.hparams, peak["bf16" if first.hparams.precision == "bf16"
+                                            else "fp32"])
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
             {name: args.batch_size / statistics.median(seconds)
              for name, seconds in times.items()}))
     return 0
+
+
+def print_speeds(args, base, times, peak):
+    flops = iteration_flops(base)
+    print(hardware.describe())
+    print(f"gf_dim {args.gf_dim}, df_dim {args.df_dim}, batch {args.batch_size}"
+          + (f", {args.train_flags.strip()}" if args.train_flags.strip() else "")
+          + f"; median of {args.rounds} interleaved rounds x {args.iters} iterations")
+    print(f"one iteration = {flops / 1e9:.1f} GFLOP (analytic); matrix multiply measured: "
+          f"fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s\n")
+    reference = next((n for n in ("pytorch fp32", "pytorch example") if n in times), None)
+    print(f"{'':38s} {'images/s':>9s} {'s/iter':>8s} {'GFLOP/s':>8s} {'of peak':>8s}"
+          + (f"  vs {reference}" if reference else ""))
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        line = f"{name:38s} {args.batch_size / median:9.1f} {median:8.3f} "
+        if name.startswith("tensorflow") or name.startswith("pytorch fp32") or (
+                name.startswith("pytorch bf16")):
+            dtype = "bf16" if "bf16" in name else "fp32"
+            line += f"{flops / median / 1e9:8.0f} {flops / median / 1e9 / peak[dtype]:7.0%}"
+        else:  # another network: its FLOPs are not this count's
+            line += f"{'':8s} {'':7s} "
+        if reference:
+            line += f"  {statistics.median(times[reference]) / median:6.2f}x"
+        print(line)
+
+
+def profile(args, hparams, peak):
+    """Trace --profile iterations one op at a time and print where the time went."""
+    runner = TensorFlowRun(hparams, inter_op_threads=1)
+    for _ in range(args.warmup):
+        runner.step()
+    traced = step_profile.TracedSession(runner.sess)
+    for _ in range(args.profile):
+        runner.step(traced)
+    print(f"\nwhere the time goes ({hparams.precision}, {args.profile} traced iterations):")
+    step_profile.print_table(traced.wall / args.profile, traced.groups(args.profile),
+                             layer_flops(hparams), hparams.batch_size, peak)
+    marker = "-- oneDNN log from here --"
+    command = [sys.executable, __file__, "--onednn_log_marker", marker,
+               "--precisions", hparams.precision, "--gf_dim", str(args.gf_dim),
+               "--df_dim", str(args.df_dim), "--batch_size", str(args.batch_size),
+               "--train_flags", args.train_flags, "--profile", str(args.profile),
+               "--warmup", str(args.warmup)]
+    kinds = step_profile.onednn_primitives(command, marker)
+    total = sum(kinds.values())
+    print(f"\noneDNN primitives per iteration, one op at a time (ONEDNN_VERBOSE=1, "
+          f"{total / args.profile:.1f} ms in all):")
+    for kind, milliseconds in sorted(kinds.items(), key=lambda item: -item[1]):
+        print(f"  {kind:36s} {milliseconds / args.profile:8.1f} ms {milliseconds / total:6.1%}")
+
+
+def onednn_log_child(args):
+    """The child of `profile`: warm up, print the marker, run --profile iterations."""
+    runner = TensorFlowRun(hparams_of(args, args.precisions.split(",")[0]),
+                           inter_op_threads=1)
+    for _ in range(args.warmup):
+        runner.step()
+    print(args.onednn_log_marker, flush=True)
+    for _ in range(args.profile):
+        runner.step()
+    sys.stdout.flush()
+    os._exit(0)  # skip the teardown's log lines and the input thread's shutdown
 
 
 def compare_onednn(args, argv):

@@ -1,0 +1,169 @@
+"""Where a training step's time goes, per layer and per pass, from a step trace.
+
+Used by `bench/train_speed.py --profile`. It traces training iterations with
+TensorFlow's step statistics (RunOptions FULL_TRACE; the TensorBoard
+profiler reads the same records) and sorts every op into a group:
+
+  G linear, G deconv1-4, D conv0-3, D linear   x   forward, input gradient,
+                                                  weight gradient
+  batch norm (both directions), activations, losses, Adam, G's EMA, the
+  finiteness check, and the rest (casts, reshapes, the input pipeline).
+
+Convolutions get their GFLOP/s from the analytic count of
+bench/train_speed.py: a forward, an input gradient and a weight gradient of
+one layer each cost the layer's forward multiply-adds.
+
+The trace is taken in a Session that runs one op at a time
+(inter_op_parallelism_threads=1), so that each op's time is the time it
+holds the whole CPU and the groups add up to the step; with TensorFlow's
+default of running independent ops side by side, two ops share the cores
+and each one's time doubles. The timed figures of train_speed.py use the
+default.
+
+oneDNN converts tensors between TensorFlow's layouts and its own blocked
+ones inside its kernels, so a trace shows those reorders as part of the
+convolutions. `onednn_primitives` counts them apart: it reads oneDNN's own
+log (ONEDNN_VERBOSE=1) of a child process.
+"""
+
+import collections
+import re
+import subprocess
+import sys
+import time
+
+import tensorflow as tf
+
+tf1 = tf.compat.v1
+TRACE = tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE)
+
+LAYER = re.compile(r"(generator|discriminator)(?:_\d+)?/(deconv\d|conv\d|linear|bn\d)/")
+# The first leaky ReLU of D is fused with conv0 and its bias by grappler;
+# the fused op keeps the activation's name, outside conv0's scope.
+FUSED_FIRST_LAYER = re.compile(r"^discriminator(?:_\d+)?/LeakyRelu$")
+NETWORK_NAMES = {"generator": "G", "discriminator": "D"}
+PASSES = ("forward", "input gradient", "weight gradient")
+
+
+def op_group(name, op_type):
+    """(group, pass) of one traced op; pass is None outside the layers' math."""
+    match = LAYER.search(name)
+    layer = f"{NETWORK_NAMES[match.group(1)]} {match.group(2)}" if match else None
+    if FUSED_FIRST_LAYER.match(name) and "Conv2D" in op_type:
+        layer = "D conv0"
+    gradient = name.startswith("gradients")
+    if re.search(r"Conv2D|MatMul|ExtractImagePatches", op_type):
+        if layer is None:
+            return "other", None
+        if not gradient:
+            return layer, "forward"
+        # conv2d_transpose is an input gradient on the way forward, so its
+        # own gradients are a Conv2D (to its input) and a filter gradient.
+        # The patch matrix multiplies name theirs (gan_model.py).
+        if ("BackpropFilter" in op_type or "weight_gradient" in name
+                or name.endswith("MatMul_1")):
+            return layer, "weight gradient"
+        return layer, "input gradient"
+    if "BatchNorm" in op_type:
+        return "batch norm", None
+    if "Adam" in op_type:
+        return "Adam", None
+    if "generator_ema" in name or name.startswith("g_ema_update"):
+        return "G's EMA", None
+    if op_type in ("IsFinite", "All") or name.startswith(("IsFinite", "All", "stack")):
+        return "finiteness check", None
+    if re.search(r"Relu|Tanh|Sigmoid", op_type):
+        return "activations", None
+    if "logistic_loss" in name or re.search(r"Log1p|Exp|Mean", op_type):
+        return "losses", None
+    if "Bias" in op_type:
+        return (f"{layer} bias" if layer else "bias"), None
+    return "other", None
+
+
+class TracedSession:
+    """A Session that traces every run: pass it where a Session is expected.
+
+    `groups(iterations)` then gives {(group, pass): [op seconds, op calls]}
+    per iteration, and `wall` the seconds its runs took in all.
+    """
+
+    def __init__(self, sess):
+        self.sess, self.wall, self.step_stats = sess, 0.0, []
+
+    def run(self, fetches, feed_dict=None, options=None):
+        del options  # replaced by the trace's (a one-worker run has none)
+        metadata = tf1.RunMetadata()
+        started = time.perf_counter()
+        fetched = self.sess.run(fetches, feed_dict, options=TRACE, run_metadata=metadata)
+        self.wall += time.perf_counter() - started
+        self.step_stats.append(metadata.step_stats)
+        return fetched
+
+    def groups(self, iterations):
+        totals = collections.defaultdict(lambda: [0.0, 0])
+        for step_stats in self.step_stats:
+            for device in step_stats.dev_stats:
+                for node in device.node_stats:
+                    op_type = node.timeline_label.split(" = ")[-1].split("(")[0].strip()
+                    entry = totals[op_group(node.node_name, op_type)]
+                    entry[0] += (node.op_end_rel_micros - node.op_start_rel_micros) / 1e6
+                    # A layer's patches are part of its matrix multiply, not a call.
+                    entry[1] += op_type != "ExtractImagePatches"
+        return {key: [seconds / iterations, calls / iterations]
+                for key, (seconds, calls) in totals.items()}
+
+
+def print_table(wall, groups, layer_flops, batch_size, peak):
+    """The profile as a table: layers by pass, then the rest, with shares."""
+    total = sum(seconds for seconds, _ in groups.values())
+    print(f"op time per iteration {total * 1e3:.1f} ms (one op at a time); "
+          f"the traced iteration took {wall * 1e3:.1f} ms")
+    print(f"{'group':22s} {'pass':16s} {'calls':>5s} {'ms':>7s} {'share':>6s} "
+          f"{'GFLOP/s':>8s} {'of matmul':>9s}")
+    layers = [name for name in layer_flops]
+    for layer in layers:
+        for pass_name in PASSES:
+            seconds, calls = groups.get((layer, pass_name), (0.0, 0))
+            if not calls:
+                continue
+            rate = calls * batch_size * layer_flops[layer] / seconds / 1e9
+            print(f"{layer:22s} {pass_name:16s} {calls:5.0f} {seconds * 1e3:7.1f} "
+                  f"{seconds / total:6.1%} {rate:8.0f} {rate / peak:9.0%}")
+    layer_seconds = sum(groups.get((layer, p), (0.0, 0))[0] for layer in layers for p in PASSES)
+    layer_work = sum(groups.get((layer, p), (0.0, 0))[1] * batch_size * layer_flops[layer]
+                     for layer in layers for p in PASSES)
+    rate = layer_work / layer_seconds / 1e9
+    print(f"{'all layers':22s} {'':16s} {'':5s} {layer_seconds * 1e3:7.1f} "
+          f"{layer_seconds / total:6.1%} {rate:8.0f} {rate / peak:9.0%}")
+    rest = sorted(((seconds, key[0], calls) for key, (seconds, calls) in groups.items()
+                   if key[0] not in layers), reverse=True)
+    for seconds, group, calls in rest:
+        print(f"{group:22s} {'':16s} {calls:5.0f} {seconds * 1e3:7.1f} {seconds / total:6.1%}")
+
+
+def onednn_primitives(command, marker):
+    """oneDNN's own time per primitive kind, from ONEDNN_VERBOSE=1 output.
+
+    Runs `command` (a list) in a child process with oneDNN's log on; only
+    the lines after the child prints `marker` on stdout count. Returns
+    {kind: milliseconds in all}, where kind is e.g. "convolution
+    backward_weights" or "reorder".
+    """
+    import os
+    env = {**os.environ, "ONEDNN_VERBOSE": "1"}
+    output = subprocess.run(command, env=env, capture_output=True, text=True,
+                            check=True).stdout
+    counting, totals = False, collections.Counter()
+    for line in output.splitlines():
+        if line.strip() == marker:
+            counting = True
+        elif counting and line.startswith("onednn_verbose") and ",exec," in line:
+            fields = line.split(",")
+            kind = fields[5] if fields[5] != "convolution" else f"convolution {fields[7]}"
+            totals[kind] += float(fields[-1])
+    return dict(totals)
+
+
+if __name__ == "__main__":
+    sys.exit("run bench/train_speed.py --profile")
