@@ -217,7 +217,10 @@ def conv2d(x, filters, stddev, name, bias=True, kernel_size=5):
     with tf1.variable_scope(name):
         w = _weights("w", [kernel_size, kernel_size, x.shape[-1], filters], stddev, True,
                      x.dtype)
-        y = tf.nn.conv2d(x, w, strides=[1, 2, 2, 1], padding="SAME")
+        if (x.shape[1] // 2) * (x.shape[2] // 2) <= PATCH_MATMUL_MAX_PIXELS:
+            y = _patch_matmul_conv2d(x, w)
+        else:
+            y = tf.nn.conv2d(x, w, strides=STRIDES, padding="SAME")
         return _add_bias(y, filters) if bias else y
 
 
@@ -228,13 +231,85 @@ def deconv2d(x, filters, stddev, name, bias=True, kernel_size=5):
     the same graph serves any batch size.
     """
     with tf1.variable_scope(name):
-        height, width = 2 * x.shape[1], 2 * x.shape[2]
         w = _weights("w", [kernel_size, kernel_size, filters, x.shape[-1]], stddev, True,
                      x.dtype)
-        out_shape = tf.stack([tf.shape(x)[0], height, width, filters])
-        y = tf.nn.conv2d_transpose(x, w, out_shape, strides=[1, 2, 2, 1], padding="SAME")
-        y.set_shape([None, height, width, filters])
+        if x.shape[1] * x.shape[2] <= PATCH_MATMUL_MAX_PIXELS:
+            y = _conv2d_transpose_with_patch_gradients(x, w)
+        else:
+            y = _conv2d_transpose(x, w)
         return _add_bias(y, filters) if bias else y
+
+
+STRIDES = [1, 2, 2, 1]
+# Convolutions whose small side (the output of a convolution, the input of a
+# transposed one) has at most this many pixels are written as one matrix
+# multiply over the image patches, in both directions: at 4x4 (D's last
+# convolution, G's first transposed one) oneDNN's direct convolution runs at
+# about half the rate of a matrix multiply, and reorders the weights (13 MB
+# at full width) on every call. Measured with bench/train_speed.py (README,
+# "Speed"). The same sums, in another order: results move within rounding.
+PATCH_MATMUL_MAX_PIXELS = 16
+
+
+def _patches(x, kernel_size):
+    """[N, H, W, C] -> [N * H/2 * W/2, k*k*C]: every k x k window of a stride-2,
+    SAME convolution, as rows (taps in the order of the weights' [k, k, C])."""
+    windows = tf.image.extract_patches(x, [1, kernel_size, kernel_size, 1], STRIDES,
+                                       [1, 1, 1, 1], "SAME")
+    return tf.reshape(windows, [-1, windows.shape[-1]])
+
+
+def _conv2d_transpose(x, w):
+    height, width, filters = 2 * x.shape[1], 2 * x.shape[2], w.shape[2]
+    out_shape = tf.stack([tf.shape(x)[0], height, width, filters])
+    y = tf.nn.conv2d_transpose(x, w, out_shape, strides=STRIDES, padding="SAME")
+    y.set_shape([None, height, width, filters])
+    return y
+
+
+def _patch_matmul_conv2d(x, w):
+    """tf.nn.conv2d(x, w, stride 2, SAME) as patches x weights.
+
+    Its input gradient stays oneDNN's (the transposed convolution), which
+    is faster than the patches' own gradient; the weight gradient is
+    patches^T x dy.
+    """
+    kernel_size, _, _, filters = w.shape
+    out_h, out_w = x.shape[1] // 2, x.shape[2] // 2
+
+    @tf.custom_gradient
+    def convolve(x, w):
+        rows = _patches(x, kernel_size)
+        y = tf.reshape(tf.matmul(rows, tf.reshape(w, [-1, filters])),
+                       [-1, out_h, out_w, filters])
+
+        def gradient(dy):
+            dx = tf1.nn.conv2d_backprop_input(tf.shape(x), w, dy, STRIDES, "SAME",
+                                              name="input_gradient")
+            dw = tf.matmul(rows, tf.reshape(dy, [-1, filters]), transpose_a=True,
+                           name="weight_gradient")
+            return dx, tf.reshape(dw, w.shape)
+        return y, gradient
+    return convolve(x, w)
+
+
+def _conv2d_transpose_with_patch_gradients(x, w):
+    """tf.nn.conv2d_transpose(x, w, stride 2, SAME), oneDNN's on the way
+    forward, with both gradients from the patches of dy: the input gradient
+    is the convolution patches(dy) x weights, the weight gradient
+    patches(dy)^T x x."""
+    kernel_size, _, filters, channels = w.shape
+
+    @tf.custom_gradient
+    def transpose(x, w):
+        def gradient(dy):
+            rows = _patches(dy, kernel_size)
+            dx = tf.matmul(rows, tf.reshape(w, [-1, channels]), name="input_gradient")
+            dw = tf.matmul(rows, tf.reshape(x, [-1, channels]), transpose_a=True,
+                           name="weight_gradient")
+            return tf.reshape(dx, tf.shape(x)), tf.reshape(dw, w.shape)
+        return _conv2d_transpose(x, w), gradient
+    return transpose(x, w)
 
 
 def batch_norm(x, name, is_training, epsilon, momentum, updates=None):

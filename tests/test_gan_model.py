@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -194,6 +195,49 @@ def test_leaky_relu_value_and_gradient_match_tensorflows(slope):
         (ours, ours_grad), (theirs, theirs_grad) = sess.run(fetches)
     np.testing.assert_allclose(ours, theirs)
     np.testing.assert_allclose(ours_grad, theirs_grad)
+
+
+# Relative to the largest value: float32 sums taken in another order.
+PATCH_MATMUL_TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize("kernel_size", [4, 5])
+def test_patch_matmul_layers_match_tensorflows_convolutions(kernel_size):
+    """The 4x4 layers written as patch matrix multiplies compute what
+    tf.nn.conv2d and conv2d_transpose compute, values and both gradients."""
+    import gan_model
+    rng = np.random.default_rng(0)
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        x = tf.constant(rng.normal(size=(3, 8, 8, 6)), tf.float32)    # conv: 8x8 -> 4x4
+        x_small = tf.constant(rng.normal(size=(3, 4, 4, 7)), tf.float32)  # deconv: 4x4 -> 8x8
+        conv_w = tf.constant(rng.normal(size=(kernel_size, kernel_size, 6, 5)), tf.float32)
+        deconv_w = tf.constant(rng.normal(size=(kernel_size, kernel_size, 2, 7)), tf.float32)
+        outputs = {
+            "conv": (gan_model._patch_matmul_conv2d(x, conv_w),
+                     tf.nn.conv2d(x, conv_w, gan_model.STRIDES, "SAME")),
+            "deconv": (gan_model._conv2d_transpose_with_patch_gradients(x_small, deconv_w),
+                       gan_model._conv2d_transpose(x_small, deconv_w))}
+        fetches = {}
+        for name, pair in outputs.items():
+            inputs = (x, conv_w) if name == "conv" else (x_small, deconv_w)
+            upstream = tf.constant(rng.normal(size=pair[1].shape), tf.float32)
+            fetches[name] = [[y] + tf.gradients(tf.reduce_sum(y * upstream), inputs)
+                             for y in pair]
+        values = sess.run(fetches)
+    for name, (ours, theirs) in values.items():
+        for what, a, b in zip(("value", "input gradient", "weight gradient"), ours, theirs):
+            error = np.abs(a - b).max() / np.abs(b).max()
+            assert error < PATCH_MATMUL_TOLERANCE, (name, what, error)
+
+
+def test_only_the_4x4_layers_are_patch_matrix_multiplies():
+    with built() as parts:
+        types = {op.name: op.type for op in parts["graph"].get_operations()}
+    patches = {re.search(r"/(d?e?conv\d)/", name).group(1) for name, kind in types.items()
+               if kind == "ExtractImagePatches"}
+    # D's conv3 (8x8 -> 4x4) and, through its gradients, G's deconv1 (4x4 -> 8x8).
+    assert patches == {"conv3", "deconv1"}
+    assert types["discriminator/conv1/Conv2D"] == "Conv2D"
 
 
 def test_bf16_computes_in_bfloat16_and_keeps_float32_state():
