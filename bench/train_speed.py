@@ -1,18 +1,33 @@
-"""Training throughput of the real training graph, per precision.
+"""Training throughput of the real training graph, per precision, and where it goes.
 
     python bench/train_speed.py                       # fp32 and bf16, default model
-    python bench/train_speed.py --rounds 5 --torch    # and a PyTorch yardstick
+    python bench/train_speed.py --rounds 5 --torch    # and the same network in PyTorch
+    python bench/train_speed.py --recipe              # bench/race.py's recipe against
+                                                      # the pytorch/examples DCGAN
+    python bench/train_speed.py --profile 3           # and a per-layer profile
     python bench/train_speed.py --onednn 1,0          # TensorFlow's oneDNN kernels on, off
 
 Builds the graph that train_gan.py trains (gan_model.py's networks, losses
 and Adam ops, fed by the real tf.data input), warms up, and times --iters
-iterations (one D and one G update on a batch of 64) for each precision.
-Rounds are interleaved, so slow spells on a shared machine hit every
-configuration alike; each figure is the median over rounds. It also prints
-the analytic FLOP count of one iteration, the achieved GFLOP/s, and the
-fp32 and bf16 matrix-multiply rates measured in the same run, as the peak
-to compare with. The header names the machine: CPU, usable cores, the CPU
-features speed depends on, TensorFlow's version and whether oneDNN is on.
+iterations, each train_gan.train_step (one D and one G update on a batch of
+64), for each precision. Rounds are interleaved, so slow spells on a shared
+machine hit every configuration alike; each figure is the median over
+rounds. It also prints the analytic FLOP count of one iteration, the
+achieved GFLOP/s, and the fp32 and bf16 matrix-multiply rates measured in
+the same run, as the peak to compare with. The header names the machine:
+CPU, usable cores, the CPU features speed depends on, TensorFlow's version
+and whether oneDNN is on.
+
+Every PyTorch model runs in a process of its own (bench/torch_timer.py),
+idle while TensorFlow runs: in the same process as a TensorFlow Session,
+PyTorch runs about half as fast.
+
+--profile ITERS traces that many iterations of the first precision, one op
+at a time, and prints each layer's forward, input gradient and weight
+gradient with its share of the step and of the matrix-multiply rate, then
+the rest (batch norm, activations, losses, Adam, the EMA, the finiteness
+check), and oneDNN's own time per primitive kind, reorders included
+(bench/step_profile.py).
 
 TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads, so --onednn
 times each setting in a child process of its own, one after the other, and
@@ -40,6 +55,7 @@ import tensorflow as tf  # noqa: E402
 import race  # noqa: E402
 import replicas  # noqa: E402
 import step_profile  # noqa: E402
+import torch_timer  # noqa: E402
 import train_gan  # noqa: E402
 import training_graph  # noqa: E402
 from gan_model import HParams  # noqa: E402
@@ -142,6 +158,8 @@ class TensorFlowRun:
 
 
 def seconds_per_iteration(runner, iters):
+    if hasattr(runner, "seconds_per_iteration"):  # timed in its own process
+        return runner.seconds_per_iteration(iters)
     started = time.perf_counter()
     for _ in range(iters):
         runner.step()
@@ -193,27 +211,23 @@ def hparams_of(args, precision="fp32"):
 
 
 def torch_runners(args, hparams):
-    """The PyTorch yardsticks asked for, by row name ({} without PyTorch)."""
+    """The PyTorch yardsticks asked for, by row name, each timed in a process
+    of its own (bench/torch_timer.py); {} without PyTorch."""
+    import importlib.util
     if not (args.torch or args.recipe):
         return {}
-    try:
-        import torch
-        import torch_dcgan
-        from torch_reference import TorchDCGAN
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         print("PyTorch is not installed: the PyTorch rows are skipped")
         return {}
-    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
-    runners = {}
+    models = {}
     if args.torch:
-        runners["pytorch fp32"] = TorchDCGAN(args.batch_size, hparams.z_dim, args.gf_dim,
-                                             args.df_dim)
-        runners["pytorch bf16 autocast"] = TorchDCGAN(args.batch_size, hparams.z_dim,
-                                                      args.gf_dim, args.df_dim, bf16=True)
+        models.update({"pytorch fp32": "reference", "pytorch bf16 autocast": "reference-bf16"})
     if args.recipe:
-        images = np.random.default_rng(0).integers(0, 256, (512, 64, 64, 3), np.uint8)
-        runners["pytorch example"] = torch_dcgan.PyTorchDCGAN(
-            images, ngf=args.gf_dim, ndf=args.df_dim, batch_size=args.batch_size)
+        models["pytorch example"] = "example"
+    runners = {name: torch_timer.TorchTimer(model, args.batch_size, hparams.z_dim,
+                                            args.gf_dim, args.df_dim)
+               for name, model in models.items()}
+    print(next(iter(runners.values())).version + ", each model in a process of its own")
     return runners
 
 
