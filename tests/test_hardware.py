@@ -116,3 +116,41 @@ def test_header_names_the_machine_and_the_onednn_state():
         assert f"{flag}:" in header
     state = "on" if hardware.onednn_enabled() else "off"
     assert f"oneDNN {state}" in header and "TensorFlow 2." in header
+    assert "; malloc " in header
+
+
+# A child whose thread takes an 8 MB block four times, freeing it in
+# between, and reports each time's page faults (each a fresh page the kernel
+# had to zero; fewer than 4 KB pages where it uses huge pages).
+REALLOCATION_FAULTS = """
+import resource, threading, numpy as np
+import hardware
+faults = []
+def allocate():
+    for _ in range(4):
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        block = np.ones(2 << 20, np.float32)
+        faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+        del block
+thread = threading.Thread(target=allocate); thread.start(); thread.join()
+print(hardware.MALLOC_KEEPS_FREED_MEMORY, *faults)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_freed_memory_is_reused_without_page_faults_unless_the_user_tunes_malloc():
+    def faults(environ):
+        env = {k: v for k, v in os.environ.items() if k != hardware.TUNABLES_VARIABLE}
+        out = subprocess.run([sys.executable, "-c", REALLOCATION_FAULTS], cwd=PROJECT,
+                             env={**env, **environ}, capture_output=True, text=True,
+                             check=True).stdout.split()
+        return out[0] == "True", [int(count) for count in out[1:]]
+
+    kept, kept_faults = faults({})
+    left, default_faults = faults({hardware.TUNABLES_VARIABLE:
+                                   "glibc.malloc.trim_threshold=131072"})
+    assert kept and not left
+    first = kept_faults[0]  # the first time, both must fault the block in
+    assert first > 100 and default_faults[0] > 100
+    assert max(kept_faults[1:]) < first / 10, kept_faults
+    assert min(default_faults[1:]) > first / 2, default_faults  # glibc gives it back each time
