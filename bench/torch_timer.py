@@ -6,12 +6,15 @@ iteration alone, 0.45 s after a few TensorFlow steps in the same process),
 so train_speed.py times each PyTorch model here, in a child process that
 waits on its stdin while TensorFlow runs; rounds stay interleaved.
 
-    python bench/torch_timer.py MODEL BATCH Z_DIM GF_DIM DF_DIM
+    python bench/torch_timer.py MODEL BATCH Z_DIM GF_DIM DF_DIM [keep_freed_memory]
 
 MODEL is "reference" (bench/torch_reference.py, the same network as this
 repo's), "reference-bf16" (the same under bf16 autocast) or "example"
 (bench/torch_dcgan.py, the pytorch/examples DCGAN). Each line "N" on stdin
-runs N iterations and answers with their mean seconds on stdout.
+runs N iterations and answers with their mean seconds on stdout. With
+"keep_freed_memory" the child first imports hardware.py, which sets glibc's
+malloc as this repo's scripts run (see hardware.keep_freed_memory); without
+it, malloc is glibc's default, as the PyTorch scripts run by themselves.
 """
 
 import subprocess
@@ -25,10 +28,10 @@ MODELS = ("reference", "reference-bf16", "example")
 class TorchTimer:
     """The parent's handle on one child process (see the module docstring)."""
 
-    def __init__(self, model, batch_size, z_dim, gf_dim, df_dim):
+    def __init__(self, model, batch_size, z_dim, gf_dim, df_dim, keep_freed_memory=False):
         self.child = subprocess.Popen(
             [sys.executable, str(Path(__file__)), model, str(batch_size), str(z_dim),
-             str(gf_dim), str(df_dim)],
+             str(gf_dim), str(df_dim)] + (["keep_freed_memory"] if keep_freed_memory else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.version = self.child.stdout.readline().strip()  # after the model is built
 
@@ -61,6 +64,11 @@ def build(model, batch_size, z_dim, gf_dim, df_dim):
 
 
 def serve(argv):
+    if argv[-1] == "keep_freed_memory":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        import hardware
+        assert hardware.MALLOC_KEEPS_FREED_MEMORY, "glibc's malloc was not set"
+        argv = argv[:-1]
     import torch
     model, *sizes = argv
     if model not in MODELS:

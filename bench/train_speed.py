@@ -20,7 +20,10 @@ and whether oneDNN is on.
 
 Every PyTorch model runs in a process of its own (bench/torch_timer.py),
 idle while TensorFlow runs: in the same process as a TensorFlow Session,
-PyTorch runs about half as fast.
+PyTorch runs about half as fast. Each runs with glibc's default malloc, as
+a PyTorch script runs by itself; the rows marked "this repo's malloc" run
+the same model with the malloc setting this repo's scripts make
+(hardware.keep_freed_memory), which speeds PyTorch up too.
 
 --profile ITERS traces that many iterations of the first precision, one op
 at a time, and prints each layer's forward, input gradient and weight
@@ -219,14 +222,17 @@ def torch_runners(args, hparams):
     if importlib.util.find_spec("torch") is None:
         print("PyTorch is not installed: the PyTorch rows are skipped")
         return {}
-    models = {}
+    models = {}  # row name: (model, whether malloc keeps freed memory as in this repo)
     if args.torch:
-        models.update({"pytorch fp32": "reference", "pytorch bf16 autocast": "reference-bf16"})
+        models.update({"pytorch fp32": ("reference", False),
+                       "pytorch bf16 autocast": ("reference-bf16", False),
+                       "pytorch fp32, this repo's malloc": ("reference", True)})
     if args.recipe:
-        models["pytorch example"] = "example"
+        models.update({"pytorch example": ("example", False),
+                       "pytorch example, this repo's malloc": ("example", True)})
     runners = {name: torch_timer.TorchTimer(model, args.batch_size, hparams.z_dim,
-                                            args.gf_dim, args.df_dim)
-               for name, model in models.items()}
+                                            args.gf_dim, args.df_dim, keep)
+               for name, (model, keep) in models.items()}
     print(next(iter(runners.values())).version + ", each model in a process of its own")
     return runners
 
@@ -283,8 +289,7 @@ def print_speeds(args, base, times, peak):
     for name, seconds in times.items():
         median = statistics.median(seconds)
         line = f"{name:38s} {args.batch_size / median:9.1f} {median:8.3f} "
-        if name.startswith("tensorflow") or name.startswith("pytorch fp32") or (
-                name.startswith("pytorch bf16")):
+        if not name.startswith("pytorch example"):  # the same network as this repo's
             dtype = "bf16" if "bf16" in name else "fp32"
             line += f"{flops / median / 1e9:8.0f} {flops / median / 1e9 / peak[dtype]:7.0%}"
         else:  # another network: its FLOPs are not this count's
