@@ -1,0 +1,64 @@
+"""The speed benchmark's own arithmetic: the FLOP count and the step profile."""
+
+import dataclasses
+import sys
+
+import pytest
+
+from conftest import PROJECT
+
+sys.path.insert(0, str(PROJECT / "bench"))
+
+import step_profile  # noqa: E402
+import train_speed  # noqa: E402
+from gan_model import HParams  # noqa: E402
+
+TINY = HParams(gf_dim=8, df_dim=8, z_dim=16, batch_size=4)
+
+
+def test_reuse_fake_iteration_counts_one_g_forward_less():
+    classic = train_speed.iteration_flops(TINY)
+    reused = train_speed.iteration_flops(dataclasses.replace(TINY, schedule="reuse_fake"))
+    g_forward = sum(flops for layer, flops in train_speed.layer_flops(TINY).items()
+                    if layer.startswith("G "))
+    assert classic - reused == TINY.batch_size * g_forward
+
+
+def test_kernel_size_scales_the_convolutions_flops_by_its_square():
+    five = train_speed.layer_flops(TINY)
+    four = train_speed.layer_flops(dataclasses.replace(TINY, kernel_size=4))
+    assert four["D conv2"] * 25 == five["D conv2"] * 16
+    assert four["G linear"] == five["G linear"]
+
+
+@pytest.mark.parametrize("schedule", ["classic", "reuse_fake"])
+def test_profile_puts_every_layer_pass_in_its_row(schedule):
+    hparams = dataclasses.replace(TINY, schedule=schedule, g_ema_decay=0.999)
+    runner = train_speed.TensorFlowRun(hparams, inter_op_threads=1)
+    runner.step()
+    traced = step_profile.TracedSession(runner.sess)
+    runner.step(traced)
+    groups = traced.groups(1)
+    layers = train_speed.layer_flops(hparams)
+    for layer in layers:
+        assert groups[(layer, "forward")][1] >= 1, layer
+        assert groups[(layer, "weight gradient")][1] >= 1, layer
+    for layer in set(layers) - {"G linear", "D conv0"}:  # no input gradient below them
+        assert groups[(layer, "input gradient")][1] >= 1, layer
+    # D's first layer needs its input gradient only for G's update.
+    assert groups[("D conv0", "input gradient")][1] == 1
+    # Each pass of a convolution is one op call per use: D runs three times.
+    assert groups[("D conv2", "forward")][1] == 3
+    for name in ("batch norm", "Adam", "G's EMA", "finiteness check"):
+        assert groups[(name, None)][1] > 0, name
+    # No convolution or matrix multiply is left out of the layers' rows.
+    node_types = [node.timeline_label.split(" = ")[-1].split("(")[0]
+                  for stats in traced.step_stats for device in stats.dev_stats
+                  for node in device.node_stats]
+    assert any("Conv2D" in kind for kind in node_types)
+    stray = [(node.node_name, kind) for stats in traced.step_stats
+             for device in stats.dev_stats for node in device.node_stats
+             for kind in [node.timeline_label.split(" = ")[-1].split("(")[0].strip()]
+             if ("Conv2D" in kind or "MatMul" in kind)
+             and step_profile.op_group(node.node_name, kind)[0] == "other"]
+    assert not stray
