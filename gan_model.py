@@ -204,6 +204,17 @@ def _add_bias(y, units, fusable=True):
 # precision) while their variables stay float32. `bias=False` is for layers
 # followed by batch norm, whose offset makes a bias redundant.
 
+STRIDES = [1, 2, 2, 1]
+# Convolutions whose small side (the output of a convolution, the input of a
+# transposed one) has at most this many pixels are written as one matrix
+# multiply over the image patches, in both directions: at 4x4 (D's last
+# convolution, G's first transposed one) oneDNN's direct convolution runs at
+# about half the rate of a matrix multiply, and reorders the weights (13 MB
+# at full width) on every call. Measured with bench/train_speed.py (README,
+# "Speed"). The same sums, in another order: results move within rounding.
+PATCH_MATMUL_MAX_PIXELS = 16
+
+
 def linear(x, units, stddev, name, bias=True):
     """Dense layer: x [N, in] -> [N, units]."""
     with tf1.variable_scope(name):
@@ -243,17 +254,6 @@ def deconv2d(x, filters, stddev, name, bias=True, kernel_size=5):
             y = _conv2d_transpose(x, w)
         # No fusion takes a transposed convolution's bias.
         return _add_bias(y, filters, fusable=False) if bias else y
-
-
-STRIDES = [1, 2, 2, 1]
-# Convolutions whose small side (the output of a convolution, the input of a
-# transposed one) has at most this many pixels are written as one matrix
-# multiply over the image patches, in both directions: at 4x4 (D's last
-# convolution, G's first transposed one) oneDNN's direct convolution runs at
-# about half the rate of a matrix multiply, and reorders the weights (13 MB
-# at full width) on every call. Measured with bench/train_speed.py (README,
-# "Speed"). The same sums, in another order: results move within rounding.
-PATCH_MATMUL_MAX_PIXELS = 16
 
 
 def _patches(x, kernel_size):

@@ -59,7 +59,7 @@ def keep_freed_memory(environ=os.environ):
     By default glibc returns large freed blocks to the system, and every
     step then asks for them again: at full width about 28,000 page faults a
     step, each a fresh page the kernel must zero. Kept, they are reused
-    warm: measured with bench/train_speed.py, 5-10% faster steps for 2%
+    warm: measured with bench/train_speed.py, 2-10% faster steps for 1-2%
     more resident memory (README, "Speed"). Applies to this process from
     now on; a no-op off glibc, and where the user set glibc's malloc
     tunables in GLIBC_TUNABLES (their choice wins).
