@@ -314,7 +314,8 @@ def profile(args, hparams, peak):
     command = [sys.executable, __file__, "--onednn_log_marker", marker,
                "--precisions", hparams.precision, "--gf_dim", str(args.gf_dim),
                "--df_dim", str(args.df_dim), "--batch_size", str(args.batch_size),
-               "--train_flags", args.train_flags, "--profile", str(args.profile),
+               # "=" keeps a value that starts with "--" (e.g. "--flip") a value.
+               f"--train_flags={args.train_flags}", "--profile", str(args.profile),
                "--warmup", str(args.warmup)]
     kinds = step_profile.onednn_primitives(command, marker)
     total = sum(kinds.values())
