@@ -213,6 +213,14 @@ STRIDES = [1, 2, 2, 1]
 # at full width) on every call. Measured with bench/train_speed.py (README,
 # "Speed"). The same sums, in another order: results move within rounding.
 PATCH_MATMUL_MAX_PIXELS = 16
+# Transposed convolutions to at most this many channels (G's last layer, and
+# the input gradient of D's first convolution: both write the 3-channel
+# image) run as a sub-pixel convolution, a stride-1 convolution to four
+# times the channels: oneDNN's direct kernels use a matrix multiply's width
+# poorly at 3 output channels (8-16% of its rate, bench/train_speed.py
+# --profile), and about twice as fast as 12. Wider layers lose: the
+# depth-to-space copy then costs more than it saves.
+SUBPIXEL_MAX_CHANNELS = 4
 
 
 def linear(x, units, stddev, name, bias=True):
@@ -234,6 +242,8 @@ def conv2d(x, filters, stddev, name, bias=True, kernel_size=5):
                      x.dtype)
         if (x.shape[1] // 2) * (x.shape[2] // 2) <= PATCH_MATMUL_MAX_PIXELS:
             y = _patch_matmul_conv2d(x, w)
+        elif x.shape[-1] <= SUBPIXEL_MAX_CHANNELS:
+            y = _conv2d_with_subpixel_input_gradient(x, w)
         else:
             y = tf.nn.conv2d(x, w, strides=STRIDES, padding="SAME")
         return _add_bias(y, filters) if bias else y
@@ -250,6 +260,8 @@ def deconv2d(x, filters, stddev, name, bias=True, kernel_size=5):
                      x.dtype)
         if x.shape[1] * x.shape[2] <= PATCH_MATMUL_MAX_PIXELS:
             y = _conv2d_transpose_with_patch_gradients(x, w)
+        elif filters <= SUBPIXEL_MAX_CHANNELS:
+            y = _subpixel_conv2d_transpose_with_native_gradients(x, w)
         else:
             y = _conv2d_transpose(x, w)
         # No fusion takes a transposed convolution's bias.
@@ -270,6 +282,68 @@ def _conv2d_transpose(x, w):
     y = tf.nn.conv2d_transpose(x, w, out_shape, strides=STRIDES, padding="SAME")
     y.set_shape([None, height, width, filters])
     return y
+
+
+def _subpixel_conv2d_transpose(x, w):
+    """tf.nn.conv2d_transpose(x, w, stride 2, SAME) as one stride-1 convolution
+    to 4 x filters channels, one per output pixel phase, then depth_to_space.
+
+    Along each axis, output pixel 2i + s - shift (phase s = 0 or 1) of the
+    transposed convolution is the sum over j < window of
+    x[i - before + j] * w[k - 2 + s - 2j], where a tap outside [0, k) is
+    zero: SAME pads the forward convolution by (k - 2) // 2 pixels before,
+    and shift and before line every phase up on the same window.
+    """
+    kernel_size, _, filters, channels = w.shape
+    pad = (kernel_size - 2) // 2
+    shift = (pad - kernel_size) % 2
+    before = (kernel_size - 2 - pad + shift) // 2
+    window = (kernel_size + 1) // 2
+    # taps[j][s]; index kernel_size is the zero row and column added below.
+    taps = [[t if 0 <= t < kernel_size else kernel_size
+             for t in (kernel_size - 2 + s - 2 * j for s in (0, 1))] for j in range(window)]
+    padded = tf.pad(w, [[0, 1], [0, 1], [0, 0], [0, 0]])
+    phases = tf.gather(tf.gather(padded, taps, axis=0), taps, axis=2)
+    # [j_h, s_h, j_w, s_w, filters, channels] -> [j_h, j_w, channels, (s_h, s_w, filters)]
+    kernel = tf.reshape(tf.transpose(phases, [0, 2, 5, 1, 3, 4]),
+                        [window, window, channels, 4 * filters])
+    # height + shift window positions per axis, the last one ending `after`
+    # pixels past x.
+    after = shift + window - 1 - before
+    y = tf.nn.conv2d(x, kernel, [1, 1, 1, 1],
+                     [[0, 0], [before, after], [before, after], [0, 0]])
+    height, width = x.shape[1], x.shape[2]
+    y = tf.nn.depth_to_space(y, 2)
+    return y[:, shift:shift + 2 * height, shift:shift + 2 * width, :]
+
+
+def _subpixel_conv2d_transpose_with_native_gradients(x, w):
+    """The transposed convolution forward as a sub-pixel convolution; its
+    gradients are TensorFlow's own (a stride-2 convolution of dy, and the
+    filter gradient), which run well at 3 channels."""
+    @tf.custom_gradient
+    def transpose(x, w):
+        def gradient(dy):
+            dx = tf.nn.conv2d(dy, w, STRIDES, "SAME", name="input_gradient")
+            dw = tf1.nn.conv2d_backprop_filter(dy, tf.shape(w), x, STRIDES, "SAME",
+                                               name="weight_gradient")
+            return dx, dw
+        return _subpixel_conv2d_transpose(x, w), gradient
+    return transpose(x, w)
+
+
+def _conv2d_with_subpixel_input_gradient(x, w):
+    """tf.nn.conv2d(x, w, stride 2, SAME) whose input gradient, a transposed
+    convolution to x's few channels, is a sub-pixel convolution."""
+    @tf.custom_gradient
+    def convolve(x, w):
+        def gradient(dy):
+            dx = _subpixel_conv2d_transpose(dy, w)
+            dw = tf1.nn.conv2d_backprop_filter(x, tf.shape(w), dy, STRIDES, "SAME",
+                                               name="weight_gradient")
+            return dx, dw
+        return tf.nn.conv2d(x, w, strides=STRIDES, padding="SAME"), gradient
+    return convolve(x, w)
 
 
 def _patch_matmul_conv2d(x, w):

@@ -41,6 +41,11 @@ LAYER = re.compile(r"(generator|discriminator)(?:_\d+)?/(deconv\d|conv\d|linear|
 # The first leaky ReLU of D is fused with conv0 and its bias by grappler;
 # the fused op keeps the activation's name, outside conv0's scope.
 FUSED_FIRST_LAYER = re.compile(r"^discriminator(?:_\d+)?/LeakyRelu$")
+# Ops that only move a layer's data for its matrix multiply or convolution
+# (the patch matrix multiplies' patches, the sub-pixel convolutions' kernel
+# gather, padding and depth-to-space, gan_model.py): part of the layer's
+# pass, not calls of their own.
+LAYOUT_OPS = re.compile(r"ExtractImagePatches|DepthToSpace|Pad|GatherV2|Transpose|StridedSlice")
 NETWORK_NAMES = {"generator": "G", "discriminator": "D"}
 PASSES = ("forward", "input gradient", "weight gradient")
 
@@ -52,7 +57,7 @@ def op_group(name, op_type):
     if FUSED_FIRST_LAYER.match(name) and "Conv2D" in op_type:
         layer = "D conv0"
     gradient = name.startswith("gradients")
-    if re.search(r"Conv2D|MatMul|ExtractImagePatches", op_type):
+    if re.search(r"Conv2D|MatMul", op_type) or (layer and LAYOUT_OPS.fullmatch(op_type)):
         if layer is None:
             return "other", None
         if not gradient:
@@ -106,10 +111,10 @@ class TracedSession:
             for device in step_stats.dev_stats:
                 for node in device.node_stats:
                     op_type = node.timeline_label.split(" = ")[-1].split("(")[0].strip()
-                    entry = totals[op_group(node.node_name, op_type)]
+                    group = op_group(node.node_name, op_type)
+                    entry = totals[group]
                     entry[0] += (node.op_end_rel_micros - node.op_start_rel_micros) / 1e6
-                    # A layer's patches are part of its matrix multiply, not a call.
-                    entry[1] += op_type != "ExtractImagePatches"
+                    entry[1] += not (group[1] and LAYOUT_OPS.fullmatch(op_type))
         return {key: [seconds / iterations, calls / iterations]
                 for key, (seconds, calls) in totals.items()}
 

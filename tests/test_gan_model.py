@@ -230,6 +230,47 @@ def test_patch_matmul_layers_match_tensorflows_convolutions(kernel_size):
             assert error < PATCH_MATMUL_TOLERANCE, (name, what, error)
 
 
+@pytest.mark.parametrize("kernel_size", [3, 4, 5, 6])
+def test_subpixel_layers_match_tensorflows_convolutions(kernel_size):
+    """The transposed convolutions to 3 channels written as sub-pixel
+    convolutions compute what tf.nn.conv2d_transpose and conv2d compute,
+    values and both gradients, on a non-square image."""
+    import gan_model
+    rng = np.random.default_rng(1)
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        small = tf.constant(rng.normal(size=(2, 5, 7, 6)), tf.float32)
+        image = tf.constant(rng.normal(size=(2, 10, 14, 3)), tf.float32)
+        w = tf.constant(rng.normal(size=(kernel_size, kernel_size, 3, 6)), tf.float32)
+        pairs = {
+            "deconv": ((small, w),
+                       gan_model._subpixel_conv2d_transpose_with_native_gradients(small, w),
+                       gan_model._conv2d_transpose(small, w)),
+            "conv": ((image, w), gan_model._conv2d_with_subpixel_input_gradient(image, w),
+                     tf.nn.conv2d(image, w, gan_model.STRIDES, "SAME"))}
+        fetches = {}
+        for name, (inputs, ours, theirs) in pairs.items():
+            upstream = tf.constant(rng.normal(size=theirs.shape), tf.float32)
+            fetches[name] = [[y] + tf.gradients(tf.reduce_sum(y * upstream), inputs)
+                             for y in (ours, theirs)]
+        values = sess.run(fetches)
+    for name, (ours, theirs) in values.items():
+        for what, a, b in zip(("value", "input gradient", "weight gradient"), ours, theirs):
+            assert a.shape == b.shape, (name, what)
+            error = np.abs(a - b).max() / np.abs(b).max()
+            assert error < PATCH_MATMUL_TOLERANCE, (name, what, error)
+
+
+def test_only_the_3_channel_layers_are_subpixel_convolutions():
+    with built() as parts:
+        names = [op.name for op in parts["graph"].get_operations()
+                 if op.type == "DepthToSpace"]
+    places = {(name.startswith("gradients"), re.search(r"/(d?e?conv\d)/", name).group(1))
+              for name in names}
+    # G's last layer on the way forward, and D's first layer in its input
+    # gradient (for G's update).
+    assert places == {(False, "deconv4"), (True, "conv0")}
+
+
 def test_only_the_4x4_layers_are_patch_matrix_multiplies():
     with built() as parts:
         types = {op.name: op.type for op in parts["graph"].get_operations()}
