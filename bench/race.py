@@ -31,8 +31,9 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,21 @@ def ours_faces(folder, num):
         return metrics.generate_faces(generator, num, 0), generator.step
 
 
+def pytorch_example(args, split, seed):
+    """The PyTorch example in a process of its own, on the training faces."""
+    from torch_dcgan import ExampleProcess
+    train_dir, cache_dir = split
+    faces_path = Path(args.work_dir) / "training_faces.npy"
+    if not faces_path.is_file():
+        images, _, _ = generate_face.load_dataset(train_dir, generate_face.Preprocessing(),
+                                                  cache_dir, log=quiet)
+        with generate_face.atomic_path(faces_path) as temporary:
+            with open(temporary, "wb") as file:
+                np.save(file, images)
+    return ExampleProcess(faces_path, seed, args.width, args.width,
+                          keep_freed_memory=args.pytorch_keeps_freed_memory)
+
+
 def race_side(side, seed, args, split, scoring, results, save):
     """Train one side, scoring it at every --score_at minute.
 
@@ -85,22 +101,14 @@ def race_side(side, seed, args, split, scoring, results, save):
     if all(f"{side} seed {seed} @ {mark:g}" in results for mark in marks):
         return  # measured by an earlier run of this command
     if side == "pytorch":
-        from torch_dcgan import PyTorchDCGAN
-        images, _, _ = generate_face.load_dataset(train_dir, generate_face.Preprocessing(),
-                                                  cache_dir, log=quiet)
-        model = PyTorchDCGAN(images, seed=seed, ngf=args.width, ndf=args.width)
-        trained, steps = 0.0, 0
+        example = pytorch_example(args, split, seed)
     done = 0.0
     for mark in marks:
         key = f"{side} seed {seed} @ {mark:g}"
         if side == "pytorch":
-            started = time.monotonic()
-            while trained + time.monotonic() - started < mark * 60:
-                model.step()
-                steps += 1
-            trained += time.monotonic() - started
+            steps = example.train_until(mark * 60)
             if key not in results:
-                fake = model.sample(args.num_images, seed=0)
+                fake = example.sample(args.num_images, 0, Path(args.work_dir) / "faces.npy")
         else:
             if key in results:
                 done = mark
@@ -118,6 +126,8 @@ def race_side(side, seed, args, split, scoring, results, save):
         print(f"  {key}: step {steps}, " + ", ".join(
             f"{label} {scale * scored[name]:.2f}" for name, label, scale in METRICS
             if name in scored), flush=True)
+    if side == "pytorch":
+        example.close()
 
 
 def print_table(results, sides, marks, seeds):
@@ -197,6 +207,10 @@ def main(argv=None):
                              "(use a new --work_dir: results are kept by side name)")
     parser.add_argument("--width", type=int, default=WIDTH,
                         help="--gf_dim/--df_dim here, --ngf/--ndf in the PyTorch example")
+    parser.add_argument("--pytorch_keeps_freed_memory", action="store_true",
+                        help="give the PyTorch example this repo's malloc setting "
+                             "(hardware.keep_freed_memory), which speeds it up too; by "
+                             "default it runs as by itself")
     parser.add_argument("--held_out", type=int, default=2000,
                         help="faces kept out of training, to score against")
     parser.add_argument("--num_images", type=int, default=1000,

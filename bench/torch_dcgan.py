@@ -13,7 +13,22 @@ What it keeps from that example, as a user running it would get it:
     same G(z) judged by the updated D.
 PyTorch is a benchmark-only dependency (`pip install torch`); the project
 itself does not use it.
+
+bench/race.py trains it in a process of its own (`ExampleProcess`), as the
+example runs by itself: no TensorFlow in the process, and glibc's malloc as
+it comes (hardware.keep_freed_memory is this repo's, not the example's).
+
+    python bench/torch_dcgan.py FACES.npy SEED NGF NDF [keep_freed_memory]
+
+serves one model on stdin: "train SECONDS" trains until SECONDS of training
+in all and answers with the iteration count; "sample NUM SEED PATH" writes
+NUM uint8 faces to PATH (.npy) and answers "ok".
 """
+
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -114,3 +129,65 @@ class PyTorchDCGAN:
         self.g.load_state_dict(saved)
         pixels = np.rint((np.concatenate(out) + 1.0) * 127.5)
         return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+class ExampleProcess:
+    """PyTorchDCGAN in a child process (see the module docstring), with the
+    same train-then-sample use as in-process: the clock is the child's own
+    training loop."""
+
+    def __init__(self, faces_path, seed, ngf, ndf, keep_freed_memory=False):
+        self.child = subprocess.Popen(
+            [sys.executable, str(Path(__file__)), str(faces_path), str(seed), str(ngf),
+             str(ndf)] + (["keep_freed_memory"] if keep_freed_memory else []),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.version = self._answer()  # once the model is built
+
+    def _answer(self, command=None):
+        if command:
+            self.child.stdin.write(command + "\n")
+            self.child.stdin.flush()
+        answer = self.child.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the PyTorch example's process ended (exit code "
+                               f"{self.child.wait()})")
+        return answer.strip()
+
+    def train_until(self, seconds):
+        """Train until `seconds` of training in all; the iterations so far."""
+        return int(self._answer(f"train {seconds}"))
+
+    def sample(self, num, seed, path):
+        self._answer(f"sample {num} {seed} {path}")
+        return np.load(path)
+
+    def close(self):
+        self.child.stdin.close()
+        self.child.wait()
+
+
+def serve(faces_path, seed, ngf, ndf, *options):
+    if options == ("keep_freed_memory",):
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        import hardware
+        assert hardware.MALLOC_KEEPS_FREED_MEMORY, "glibc's malloc was not set"
+    model = PyTorchDCGAN(np.load(faces_path), seed=int(seed), ngf=int(ngf), ndf=int(ndf))
+    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    trained, steps = 0.0, 0
+    for line in sys.stdin:
+        command, *values = line.split()
+        if command == "train":
+            started = time.monotonic()
+            while trained + time.monotonic() - started < float(values[0]):
+                model.step()
+                steps += 1
+            trained += time.monotonic() - started
+            print(steps, flush=True)
+        elif command == "sample":
+            np.save(values[2], model.sample(int(values[0]), seed=int(values[1])))
+            print("ok", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve(*sys.argv[1:]))

@@ -62,3 +62,25 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule):
              if ("Conv2D" in kind or "MatMul" in kind)
              and step_profile.op_group(node.node_name, kind)[0] == "other"]
     assert not stray
+
+
+def test_the_race_trains_the_pytorch_example_in_a_process_of_its_own(tmp_path):
+    """It trains on the faces given, keeps training across calls, and its
+    faces come back as uint8 images."""
+    pytest.importorskip("torch")
+    import numpy as np
+    from torch_dcgan import ExampleProcess
+    faces = np.random.default_rng(0).integers(0, 256, (130, 64, 64, 3), np.uint8)
+    np.save(tmp_path / "faces.npy", faces)
+    example = ExampleProcess(tmp_path / "faces.npy", seed=0, ngf=8, ndf=8)
+    try:
+        first = example.train_until(0.5)
+        second = example.train_until(1.0)
+        sampled = example.sample(5, 0, tmp_path / "sampled.npy")
+        again = example.sample(5, 0, tmp_path / "again.npy")
+    finally:
+        example.close()
+    assert 0 < first < second
+    assert sampled.shape == (5, 64, 64, 3) and sampled.dtype == np.uint8
+    np.testing.assert_array_equal(sampled, again)  # sampling leaves the model as it was
+    assert sampled.std() > 0
