@@ -81,7 +81,13 @@ def build_input(images, hparams, layout=replicas.Layout()):
     shape = [rows, hparams.output_h, hparams.output_w, 3]
     dataset = tf.data.Dataset.from_generator(
         batches, output_signature=tf.TensorSpec(shape, tf.uint8), args=(start_batch,))
-    return tf1.data.make_initializable_iterator(dataset.prefetch(4)), start_batch
+    # No autotuning: the pipeline has nothing to tune (a fixed prefetch), and
+    # its model thread sleeps with a growing back-off that Session.close then
+    # waits out: 10-20 seconds at the end of a run of a few minutes, measured.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = dataset.prefetch(4).with_options(options)
+    return tf1.data.make_initializable_iterator(dataset), start_batch
 
 
 def build(hparams, images, keep_checkpoints=5, layout=replicas.Layout(), cluster=None):

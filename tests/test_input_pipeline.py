@@ -183,3 +183,25 @@ def test_a_cache_build_keeps_the_temporary_files_of_a_live_writer(tmp_path):
     for path in (dead, live, own):
         path.write_bytes(b"")
     assert sorted(gf.leftovers_of(target)) == sorted([dead, own])
+
+
+def test_the_training_input_runs_without_tf_data_autotuning():
+    """Autotuning's model thread made Session.close wait 10-20 s at the end
+    of every run; the pipeline has nothing for it to tune."""
+    import tensorflow as tf
+    from tensorflow.core.framework import dataset_options_pb2
+    import training_graph
+    from gan_model import HParams
+    images = np.zeros((8, 64, 64, 3), np.uint8)
+    with tf.Graph().as_default() as graph:
+        iterator, start_batch = training_graph.build_input(images, HParams(batch_size=4))
+        batch = iterator.get_next()
+        options = [op for op in graph.get_operations() if op.type == "OptionsDataset"]
+        assert len(options) == 1
+        parsed = dataset_options_pb2.Options.FromString(
+            options[0].get_attr("serialized_options"))
+        assert parsed.autotune_options.HasField("enabled")
+        assert parsed.autotune_options.enabled is False
+        with tf.compat.v1.Session() as sess:
+            sess.run(iterator.initializer, {start_batch: 0})
+            assert sess.run(batch).shape == (4, 64, 64, 3)
