@@ -108,6 +108,50 @@ def test_session_threads_are_sized_to_the_usable_cpus_only_when_fewer():
     assert everything.allow_soft_placement and everything.gpu_options.allow_growth
 
 
+def test_thread_pools_follow_a_quota_and_the_users_values_win():
+    environ = {"TF_NUM_INTEROP_THREADS": "3"}
+    assert hardware.size_thread_pools(environ, cpus=os.cpu_count()) == {}
+    assert environ == {"TF_NUM_INTEROP_THREADS": "3"}
+    if os.cpu_count() > 1:
+        assert hardware.size_thread_pools(environ, cpus=1) == {
+            "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "3"}
+
+
+BUSY_THREADS = """
+import os, sys, time
+import hardware
+hardware.size_thread_pools(cpus=int(sys.argv[1]))
+import tensorflow as tf
+tf.distribute.OneDeviceStrategy("/cpu:0")  # makes TensorFlow's pools before the Session
+tf.compat.v1.disable_eager_execution()
+a = tf.Variable(tf.random.uniform([1024, 1024]))
+total = tf.reduce_sum(tf.matmul(a, a))
+def cpu_seconds():
+    ticks = {}
+    for tid in os.listdir("/proc/self/task"):
+        fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+        ticks[tid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return ticks
+with tf.compat.v1.Session(config=hardware.session_config(cpus=int(sys.argv[1]))) as sess:
+    sess.run(tf.compat.v1.global_variables_initializer())
+    before, started = cpu_seconds(), time.monotonic()
+    while time.monotonic() - started < 2:
+        sess.run(total)
+    after, seconds = cpu_seconds(), time.monotonic() - started
+print(sum((after[t] - before.get(t, 0)) / seconds > 0.3 for t in after))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPUs")
+def test_a_quota_of_one_cpu_keeps_tensorflow_to_one_busy_thread():
+    def busy_threads(cpus):
+        return int(subprocess.run([sys.executable, "-c", BUSY_THREADS, str(cpus)],
+                                  cwd=PROJECT, capture_output=True, text=True,
+                                  check=True).stdout.split()[-1])
+    assert busy_threads(1) == 1
+    assert busy_threads(os.cpu_count()) >= 2  # the check can see more than one
+
+
 def test_header_names_the_machine_and_the_onednn_state():
     header = hardware.describe()
     model, _ = hardware.cpu_model_and_flags()
