@@ -41,11 +41,12 @@ LAYER = re.compile(r"(generator|discriminator)(?:_\d+)?/(deconv\d|conv\d|linear|
 # The first leaky ReLU of D is fused with conv0 and its bias by grappler;
 # the fused op keeps the activation's name, outside conv0's scope.
 FUSED_FIRST_LAYER = re.compile(r"^discriminator(?:_\d+)?/LeakyRelu$")
-# Ops that only move a layer's data for its matrix multiply or convolution
-# (the patch matrix multiplies' patches, the sub-pixel convolutions' kernel
+# Ops that serve a layer's matrix multiply or convolution (the patch matrix
+# multiplies' patches and overlap-add, the sub-pixel convolutions' kernel
 # gather, padding and depth-to-space, gan_model.py): part of the layer's
 # pass, not calls of their own.
-LAYOUT_OPS = re.compile(r"ExtractImagePatches|DepthToSpace|Pad|GatherV2|Transpose|StridedSlice")
+LAYOUT_OPS = re.compile(
+    r"ExtractImagePatches|DepthToSpace|Pad|GatherV2|Transpose|StridedSlice|AddN|ConcatV2")
 NETWORK_NAMES = {"generator": "G", "discriminator": "D"}
 PASSES = ("forward", "input gradient", "weight gradient")
 
