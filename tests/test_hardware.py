@@ -163,19 +163,25 @@ def test_header_names_the_machine_and_the_onednn_state():
     assert "; malloc " in header
 
 
-# A child whose thread takes an 8 MB block four times, freeing it in
-# between, and reports each time's page faults (each a fresh page the kernel
-# had to zero; fewer than 4 KB pages where it uses huge pages).
+# A child whose thread takes an 8 MB block from malloc four times, writing
+# all of it and freeing it in between, and reports each time's page faults
+# (each a fresh page the kernel had to zero). Through ctypes rather than
+# NumPy, which asks for huge pages for large arrays: where the kernel has
+# them to give, a fresh block then faults a handful of times, not ~2,000.
 REALLOCATION_FAULTS = """
-import resource, threading, numpy as np
+import ctypes, resource, threading
 import hardware
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
 faults = []
 def allocate():
     for _ in range(4):
         before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-        block = np.ones(2 << 20, np.float32)
+        block = libc.malloc(8 << 20)
+        ctypes.memset(block, 1, 8 << 20)
         faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
-        del block
+        libc.free(block)
 thread = threading.Thread(target=allocate); thread.start(); thread.join()
 print(hardware.MALLOC_KEEPS_FREED_MEMORY, *faults)
 """
