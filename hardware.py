@@ -27,6 +27,14 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # CPU flags a speed figure depends on; benchmark headers list them.
 REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 BF16_GPU_CAPABILITY = (8, 0)  # NVIDIA Ampere and newer
+# oneDNN's own switch for using fewer of the CPU's instructions than it has
+# (e.g. AVX2 on an AVX-512 CPU, to see how a CPU without AVX-512 would run).
+ONEDNN_ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
+# Its values below which bf16 is not native: with these oneDNN emulates bf16
+# (AVX-512 without its bf16 instructions), or has no bf16 kernels at all and
+# TensorFlow's bf16 convolutions fail ("could not create a primitive").
+ONEDNN_ISAS_EMULATING_BF16 = ("AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI")
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
 
@@ -169,10 +177,16 @@ def gpu_capabilities():
     return found
 
 
-def native_bf16(cpu_flags=None, gpus=None):
+def onednn_isa_cap(environ=os.environ):
+    """The instruction set ONEDNN_MAX_CPU_ISA limits oneDNN to, upper case, or ""."""
+    return environ.get(ONEDNN_ISA_VARIABLE, "").strip().upper()
+
+
+def native_bf16(cpu_flags=None, gpus=None, environ=os.environ):
     """(True if bf16 arithmetic is native where the graph will run, why).
 
-    The graph runs on the GPUs when there are any, otherwise on the CPU.
+    The graph runs on the GPUs when there are any, otherwise on the CPU,
+    whose bf16 instructions oneDNN uses unless ONEDNN_MAX_CPU_ISA forbids.
     """
     gpus = gpu_capabilities() if gpus is None else gpus
     if gpus:
@@ -181,6 +195,9 @@ def native_bf16(cpu_flags=None, gpus=None):
             return False, (f"GPU compute capability {', '.join(slow)} is below "
                            f"{BF16_GPU_CAPABILITY[0]}.{BF16_GPU_CAPABILITY[1]}")
         return True, "every GPU has compute capability 8.0 or more"
+    cap = onednn_isa_cap(environ)
+    if cap in ONEDNN_ISAS_EMULATING_BF16 + ONEDNN_ISAS_WITHOUT_BF16:
+        return False, f"{ONEDNN_ISA_VARIABLE}={cap} keeps oneDNN from the CPU's bf16 instructions"
     cpu_flags = cpu_model_and_flags()[1] if cpu_flags is None else cpu_flags
     have = [flag for flag in BF16_CPU_FLAGS if flag in cpu_flags]
     if have:
@@ -188,22 +205,32 @@ def native_bf16(cpu_flags=None, gpus=None):
     return False, f"the CPU has neither {' nor '.join(BF16_CPU_FLAGS)}"
 
 
-def resolve_precision(requested, cpu_flags=None, gpus=None):
+def resolve_precision(requested, cpu_flags=None, gpus=None, environ=os.environ):
     """The compute precision for --precision, and a sentence saying why.
 
     Returns:
       ("fp32" or "bf16", reason, warning or None). "auto" picks bf16 only
       where it is native; an explicit bf16 without native support gets a
       warning, since every bf16 operation is then emulated.
+
+    Raises:
+      ValueError: an unknown precision, or bf16 asked for on a CPU where
+        ONEDNN_MAX_CPU_ISA leaves oneDNN no bf16 kernels.
     """
     if requested not in PRECISION_CHOICES:
         raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, "
                          f"got {requested!r}")
     if requested == "fp32":
         return "fp32", "asked for", None
-    native, why = native_bf16(cpu_flags, gpus)
+    gpus = gpu_capabilities() if gpus is None else gpus
+    native, why = native_bf16(cpu_flags, gpus, environ)
     if requested == "auto":
         return ("bf16" if native else "fp32"), f"auto: {why}", None
+    cap = onednn_isa_cap(environ)
+    if cap in ONEDNN_ISAS_WITHOUT_BF16 and not gpus and environ.get(ONEDNN_VARIABLE) != "0":
+        raise ValueError(f"--precision bf16 cannot run with {ONEDNN_ISA_VARIABLE}={cap}: oneDNN "
+                         f"has no bf16 kernels for it; use --precision fp32 or auto, or "
+                         f"unset {ONEDNN_ISA_VARIABLE}")
     warning = None if native else (
         f"warning: --precision bf16 on hardware without native bf16 ({why}): every bf16 "
         f"operation is emulated, which makes training several times slower than fp32; "
@@ -237,11 +264,10 @@ def describe():
                         for flag in REPORTED_CPU_FLAGS)
     gpus = tf.config.list_physical_devices("GPU")
     onednn = "on" if onednn_enabled() else "off"
-    # oneDNN's own switch for using fewer of the CPU's instructions than it has
-    # (e.g. AVX2 on an AVX-512 CPU): a figure taken with it must say so.
-    capped = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    # A figure taken with fewer of the CPU's instructions must say so.
+    capped = os.environ.get(ONEDNN_ISA_VARIABLE)
     malloc = "keeps freed memory" if MALLOC_KEEPS_FREED_MEMORY else "as it was"
     return (f"machine: {model}; {usable_cpus()} usable of {os.cpu_count()} CPUs; {features}; "
             f"GPUs: {len(gpus)}; TensorFlow {tf.__version__}, oneDNN {onednn} "
             f"({ONEDNN_VARIABLE}={os.environ.get(ONEDNN_VARIABLE, 'unset')}"
-            + (f", ONEDNN_MAX_CPU_ISA={capped}" if capped else "") + f"); malloc {malloc}")
+            + (f", {ONEDNN_ISA_VARIABLE}={capped}" if capped else "") + f"); malloc {malloc}")

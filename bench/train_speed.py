@@ -202,6 +202,14 @@ def parse_args(argv):
     if args.recipe:
         args.gf_dim = args.df_dim = race.WIDTH
         args.train_flags = " ".join(race.RECIPE) + " " + args.train_flags
+    if "bf16" in args.precisions.split(","):
+        try:  # e.g. ONEDNN_MAX_CPU_ISA=AVX2, where oneDNN has no bf16 kernels
+            hardware.resolve_precision("bf16")
+        except ValueError as error:
+            print(f"bf16 not timed: {error}")
+            args.precisions = ",".join(p for p in args.precisions.split(",") if p != "bf16")
+            if not args.precisions:
+                parser.error("no precision left to time: add fp32 to --precisions")
     return args
 
 
@@ -224,9 +232,10 @@ def torch_runners(args, hparams):
         return {}
     models = {}  # row name: (model, whether malloc keeps freed memory as in this repo)
     if args.torch:
-        models.update({"pytorch fp32": ("reference", False),
-                       "pytorch bf16 autocast": ("reference-bf16", False),
-                       "pytorch fp32, this repo's malloc": ("reference", True)})
+        models["pytorch fp32"] = ("reference", False)
+        if hardware.native_bf16()[0]:  # emulated bf16 takes many times as long
+            models["pytorch bf16 autocast"] = ("reference-bf16", False)
+        models["pytorch fp32, this repo's malloc"] = ("reference", True)
     if args.recipe:
         models.update({"pytorch example": ("example", False),
                        "pytorch example, this repo's malloc": ("example", True)})
@@ -256,12 +265,13 @@ def main(argv=None):
             runner.step()
 
     times = {name: [] for name in runners}
-    peaks = {"fp32": [], "bf16": []}
+    dtypes = {"fp32": tf.float32, "bf16": tf.bfloat16}
+    peaks = {name: [] for name in dtypes if any(name in row for row in runners)}
     for _ in range(args.rounds):
         for name, runner in runners.items():
             times[name].append(seconds_per_iteration(runner, args.iters))
-        peaks["fp32"].append(matmul_rate(tf.float32))
-        peaks["bf16"].append(matmul_rate(tf.bfloat16))
+        for name, rates in peaks.items():
+            rates.append(matmul_rate(dtypes[name]))
     peak = {name: statistics.median(rates) for name, rates in peaks.items()}
     print_speeds(args, base, times, peak)
     if args.profile:
@@ -282,7 +292,7 @@ def print_speeds(args, base, times, peak):
           + (f", {args.train_flags.strip()}" if args.train_flags.strip() else "")
           + f"; median of {args.rounds} interleaved rounds x {args.iters} iterations")
     print(f"one iteration = {flops / 1e9:.1f} GFLOP (analytic); matrix multiply measured: "
-          f"fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s\n")
+          + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in peak.items()) + "\n")
     reference = next((n for n in ("pytorch fp32", "pytorch example") if n in times), None)
     print(f"{'':38s} {'images/s':>9s} {'s/iter':>8s} {'GFLOP/s':>8s} {'of peak':>8s}"
           + (f"  vs {reference}" if reference else ""))

@@ -76,6 +76,25 @@ def test_explicit_precisions_are_kept_and_emulated_bf16_is_warned_about():
         hardware.resolve_precision("fp16")
 
 
+def test_a_onednn_instruction_cap_below_bf16_is_not_native_bf16():
+    bf16_cpu = {"avx2", "avx512f", "avx512_bf16"}
+    for cap in ("avx512_core", "AVX2", "AVX512_CORE_VNNI"):
+        precision, reason, _ = hardware.resolve_precision(
+            "auto", cpu_flags=bf16_cpu, gpus=[], environ={"ONEDNN_MAX_CPU_ISA": cap})
+        assert precision == "fp32" and f"ONEDNN_MAX_CPU_ISA={cap.upper()}" in reason
+    assert hardware.resolve_precision("auto", cpu_flags=bf16_cpu, gpus=[], environ={
+        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"})[0] == "bf16"
+    # AVX-512 emulates bf16; AVX2 has no bf16 kernels, and TensorFlow's would fail.
+    _, _, warning = hardware.resolve_precision(
+        "bf16", cpu_flags=bf16_cpu, gpus=[], environ={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})
+    assert "emulated" in warning
+    with pytest.raises(ValueError, match="ONEDNN_MAX_CPU_ISA=AVX2: oneDNN has no bf16"):
+        hardware.resolve_precision("bf16", cpu_flags=bf16_cpu, gpus=[],
+                                   environ={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert hardware.resolve_precision("bf16", cpu_flags=bf16_cpu, gpus=[], environ={
+        "ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "0"})[0] == "bf16"
+
+
 @pytest.mark.parametrize("files, expected", [
     ({"cpu.max": "max 100000\n"}, None),
     ({"cpu.max": "150000 100000\n"}, 1.5),
