@@ -31,6 +31,30 @@ def test_kernel_size_scales_the_convolutions_flops_by_its_square():
     assert four["G linear"] == five["G linear"]
 
 
+def test_bf16_is_not_timed_where_a_onednn_cap_leaves_no_bf16_kernels(monkeypatch, capsys):
+    assert train_speed.parse_args([]).precisions == "fp32,bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert train_speed.parse_args([]).precisions == "fp32"
+    assert "bf16 not timed: --precision bf16 cannot run" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        train_speed.parse_args(["--precisions", "bf16"])
+    assert "no precision left to time" in capsys.readouterr().err
+
+
+def test_the_pytorch_example_gets_a_flop_rate_only_where_it_does_the_recipes_work(capsys):
+    args = train_speed.parse_args(["--recipe", "--rounds", "1"])
+    recipe = train_speed.hparams_of(args)
+    times = {"tensorflow fp32": [0.1], "pytorch example": [0.2]}
+    train_speed.print_speeds(args, recipe, times, {"fp32": 1000.0})
+    example = capsys.readouterr().out.splitlines()[-1].split()
+    flops = train_speed.iteration_flops(recipe)
+    # "pytorch", "example", images/s, s/iter, GFLOP/s, share of the matmul rate, ratio
+    assert example[4] == f"{flops / 0.2 / 1e9:.0f}" and example[-1] == "1.00x"
+    classic = dataclasses.replace(recipe, schedule="classic")
+    train_speed.print_speeds(args, classic, times, {"fp32": 1000.0})
+    assert len(capsys.readouterr().out.splitlines()[-1].split()) == len(example) - 2
+
+
 @pytest.mark.parametrize("schedule", ["classic", "reuse_fake"])
 def test_profile_puts_every_layer_pass_in_its_row(schedule):
     hparams = dataclasses.replace(TINY, schedule=schedule, g_ema_decay=0.999)
