@@ -32,6 +32,7 @@ def test_kernel_size_scales_the_convolutions_flops_by_its_square():
 
 
 def test_bf16_is_not_timed_where_a_onednn_cap_leaves_no_bf16_kernels(monkeypatch, capsys):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert train_speed.parse_args([]).precisions == "fp32,bf16"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert train_speed.parse_args([]).precisions == "fp32"
