@@ -201,15 +201,17 @@ def test_leaky_relu_value_and_gradient_match_tensorflows(slope):
 PATCH_MATMUL_TOLERANCE = 1e-5
 
 
-@pytest.mark.parametrize("kernel_size", [4, 5])
+@pytest.mark.parametrize("kernel_size", [3, 4, 5, 6])
 def test_patch_matmul_layers_match_tensorflows_convolutions(kernel_size):
     """The 4x4 layers written as patch matrix multiplies compute what
-    tf.nn.conv2d and conv2d_transpose compute, values and both gradients."""
+    tf.nn.conv2d and conv2d_transpose compute, values and both gradients, on
+    a non-square image (odd kernels take TensorFlow's patches, even ones
+    blocks of the space_to_depth)."""
     import gan_model
     rng = np.random.default_rng(0)
     with tf.Graph().as_default(), tf1.Session() as sess:
-        x = tf.constant(rng.normal(size=(3, 8, 8, 6)), tf.float32)    # conv: 8x8 -> 4x4
-        x_small = tf.constant(rng.normal(size=(3, 4, 4, 7)), tf.float32)  # deconv: 4x4 -> 8x8
+        x = tf.constant(rng.normal(size=(3, 8, 6, 6)), tf.float32)    # conv: 8x6 -> 4x3
+        x_small = tf.constant(rng.normal(size=(3, 4, 3, 7)), tf.float32)  # deconv: 4x3 -> 8x6
         conv_w = tf.constant(rng.normal(size=(kernel_size, kernel_size, 6, 5)), tf.float32)
         deconv_w = tf.constant(rng.normal(size=(kernel_size, kernel_size, 2, 7)), tf.float32)
         outputs = {
@@ -272,11 +274,13 @@ def test_only_the_3_channel_layers_are_subpixel_convolutions():
     assert places == {(False, "deconv4"), (True, "conv0")}
 
 
-def test_only_the_4x4_layers_are_patch_matrix_multiplies():
-    with built() as parts:
+@pytest.mark.parametrize("kernel_size, patch_op", [(5, "ExtractImagePatches"),
+                                                   (4, "SpaceToDepth")])
+def test_only_the_4x4_layers_are_patch_matrix_multiplies(kernel_size, patch_op):
+    with built(dataclasses.replace(TINY, kernel_size=kernel_size)) as parts:
         types = {op.name: op.type for op in parts["graph"].get_operations()}
     patches = {re.search(r"/(d?e?conv\d)/", name).group(1) for name, kind in types.items()
-               if kind == "ExtractImagePatches"}
+               if kind == patch_op}
     # D's conv3 (8x8 -> 4x4) and, through its gradients, G's deconv1 (4x4 -> 8x8).
     assert patches == {"conv3", "deconv1"}
     assert types["discriminator/conv1/Conv2D"] == "Conv2D"
