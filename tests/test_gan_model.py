@@ -286,8 +286,9 @@ def test_only_the_4x4_layers_are_patch_matrix_multiplies(kernel_size, patch_op):
     assert types["discriminator/conv1/Conv2D"] == "Conv2D"
 
 
-def test_bf16_computes_in_bfloat16_and_keeps_float32_state():
-    with built(dataclasses.replace(TINY, precision="bf16")) as parts:
+@pytest.mark.parametrize("kernel_size", [5, 4])  # TensorFlow's patches, then space_to_depth
+def test_bf16_computes_in_bfloat16_and_keeps_float32_state(kernel_size):
+    with built(dataclasses.replace(TINY, precision="bf16", kernel_size=kernel_size)) as parts:
         graph, sess = parts["graph"], parts["sess"]
         conv_types = {op.get_attr("T") for op in graph.get_operations()
                       if op.type in ("Conv2D", "Conv2DBackpropInput", "MatMul")}
