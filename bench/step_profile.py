@@ -46,7 +46,8 @@ FUSED_FIRST_LAYER = re.compile(r"^discriminator(?:_\d+)?/LeakyRelu$")
 # gather, padding and depth-to-space, gan_model.py): part of the layer's
 # pass, not calls of their own.
 LAYOUT_OPS = re.compile(
-    r"ExtractImagePatches|DepthToSpace|Pad|GatherV2|Transpose|StridedSlice|AddN|ConcatV2")
+    r"ExtractImagePatches|SpaceToDepth|DepthToSpace|Pad|GatherV2|Transpose|StridedSlice|AddN|"
+    r"ConcatV2")
 NETWORK_NAMES = {"generator": "G", "discriminator": "D"}
 PASSES = ("forward", "input gradient", "weight gradient")
 

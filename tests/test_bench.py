@@ -56,9 +56,10 @@ def test_the_pytorch_example_gets_a_flop_rate_only_where_it_does_the_recipes_wor
     assert len(capsys.readouterr().out.splitlines()[-1].split()) == len(example) - 2
 
 
-@pytest.mark.parametrize("schedule", ["classic", "reuse_fake"])
-def test_profile_puts_every_layer_pass_in_its_row(schedule):
-    hparams = dataclasses.replace(TINY, schedule=schedule, g_ema_decay=0.999)
+@pytest.mark.parametrize("schedule, kernel_size", [("classic", 5), ("reuse_fake", 4)])
+def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size):
+    hparams = dataclasses.replace(TINY, schedule=schedule, g_ema_decay=0.999,
+                                  kernel_size=kernel_size)
     runner = train_speed.TensorFlowRun(hparams, inter_op_threads=1)
     runner.step()
     traced = step_profile.TracedSession(runner.sess)
@@ -76,7 +77,8 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule):
     assert groups[("D conv2", "forward")][1] == 3
     for name in ("batch norm", "Adam", "G's EMA", "finiteness check"):
         assert groups[(name, None)][1] > 0, name
-    # No convolution or matrix multiply is left out of the layers' rows.
+    # No convolution or matrix multiply is left out of the layers' rows, nor
+    # the patches of the patch matrix multiplies (odd and even kernels).
     node_types = [node.timeline_label.split(" = ")[-1].split("(")[0]
                   for stats in traced.step_stats for device in stats.dev_stats
                   for node in device.node_stats]
@@ -84,8 +86,10 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule):
     stray = [(node.node_name, kind) for stats in traced.step_stats
              for device in stats.dev_stats for node in device.node_stats
              for kind in [node.timeline_label.split(" = ")[-1].split("(")[0].strip()]
-             if ("Conv2D" in kind or "MatMul" in kind)
+             if ("Conv2D" in kind or "MatMul" in kind
+                 or kind in ("ExtractImagePatches", "SpaceToDepth"))
              and step_profile.op_group(node.node_name, kind)[0] == "other"]
+    assert any(kind in ("ExtractImagePatches", "SpaceToDepth") for kind in node_types)
     assert not stray
 
 
