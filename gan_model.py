@@ -213,6 +213,13 @@ STRIDES = [1, 2, 2, 1]
 # at full width) on every call. Measured with bench/train_speed.py (README,
 # "Speed"). The same sums, in another order: results move within rounding.
 PATCH_MATMUL_MAX_PIXELS = 16
+# Of those, a transposed convolution with at least this many weights runs
+# forward as a matrix multiply to the patch values and their overlap-add
+# as well; smaller ones keep oneDNN's forward. Measured alone, G's first
+# layer at batch 64: full width (5x5, 13 MB of weights) 20.5 against 25.2
+# ms, and 14.8 against 16.4 at 4x4 (8 MB); half width (2-3 MB) loses, 4.8
+# against 4.2 ms at 4x4 and 7.1 against 6.3 at 5x5.
+PATCH_FORWARD_MIN_WEIGHTS = 2 ** 20
 # Transposed convolutions to at most this many channels (G's last layer, and
 # the input gradient of D's first convolution: both write the 3-channel
 # image) run as a sub-pixel convolution, a stride-1 convolution to four
@@ -259,7 +266,8 @@ def deconv2d(x, filters, stddev, name, bias=True, kernel_size=5):
         w = _weights("w", [kernel_size, kernel_size, filters, x.shape[-1]], stddev, True,
                      x.dtype)
         if x.shape[1] * x.shape[2] <= PATCH_MATMUL_MAX_PIXELS:
-            y = _conv2d_transpose_with_patch_gradients(x, w)
+            y = _patch_matmul_conv2d_transpose(
+                x, w, matmul_forward=w.shape.num_elements() >= PATCH_FORWARD_MIN_WEIGHTS)
         elif filters <= SUBPIXEL_MAX_CHANNELS:
             y = _subpixel_conv2d_transpose_with_native_gradients(x, w)
         else:
@@ -464,22 +472,34 @@ def _shift(x, down, right):
                       [0, 0]])
 
 
-def _conv2d_transpose_with_patch_gradients(x, w):
-    """tf.nn.conv2d_transpose(x, w, stride 2, SAME), oneDNN's on the way
-    forward, with both gradients from the patches of dy: the input gradient
-    is the convolution patches(dy) x weights, the weight gradient
-    patches(dy)^T x x."""
+def _patch_matmul_conv2d_transpose(x, w, matmul_forward):
+    """tf.nn.conv2d_transpose(x, w, stride 2, SAME) with both gradients from
+    the patches of dy: the input gradient is the convolution patches(dy) x
+    weights, the weight gradient patches(dy)^T x x.
+
+    The forward is oneDNN's, or with `matmul_forward` the patch values
+    x x weights^T and their overlap-add (see PATCH_FORWARD_MIN_WEIGHTS).
+    """
     kernel_size, _, filters, channels = w.shape
+    height, width = x.shape[1], x.shape[2]
 
     @tf.custom_gradient
     def transpose(x, w):
+        w_rows = _patch_rows(w)
+        x_rows = tf.reshape(x, [-1, channels])
+        if matmul_forward:
+            values = tf.matmul(x_rows, w_rows, transpose_b=True)
+            y = _overlap_add(tf.reshape(values, [-1, height, width, values.shape[-1]]),
+                             kernel_size)
+        else:
+            y = _conv2d_transpose(x, w)
+
         def gradient(dy):
             rows = _patches(dy, kernel_size)
-            dx = tf.matmul(rows, _patch_rows(w), name="input_gradient")
-            dw = tf.matmul(rows, tf.reshape(x, [-1, channels]), transpose_a=True,
-                           name="weight_gradient")
+            dx = tf.matmul(rows, w_rows, name="input_gradient")
+            dw = tf.matmul(rows, x_rows, transpose_a=True, name="weight_gradient")
             return tf.reshape(dx, tf.shape(x)), _weights_from_patch_rows(dw, w.shape)
-        return _conv2d_transpose(x, w), gradient
+        return y, gradient
     return transpose(x, w)
 
 

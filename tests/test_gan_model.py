@@ -206,7 +206,8 @@ def test_patch_matmul_layers_match_tensorflows_convolutions(kernel_size):
     """The 4x4 layers written as patch matrix multiplies compute what
     tf.nn.conv2d and conv2d_transpose compute, values and both gradients, on
     a non-square image (odd kernels take TensorFlow's patches, even ones
-    blocks of the space_to_depth)."""
+    blocks of the space_to_depth), with either forward of the transposed
+    one."""
     import gan_model
     rng = np.random.default_rng(0)
     with tf.Graph().as_default(), tf1.Session() as sess:
@@ -217,8 +218,9 @@ def test_patch_matmul_layers_match_tensorflows_convolutions(kernel_size):
         outputs = {
             "conv": (gan_model._patch_matmul_conv2d(x, conv_w),
                      tf.nn.conv2d(x, conv_w, gan_model.STRIDES, "SAME")),
-            "deconv": (gan_model._conv2d_transpose_with_patch_gradients(x_small, deconv_w),
-                       gan_model._conv2d_transpose(x_small, deconv_w))}
+            **{f"deconv, matmul forward {forward}": (
+                gan_model._patch_matmul_conv2d_transpose(x_small, deconv_w, forward),
+                gan_model._conv2d_transpose(x_small, deconv_w)) for forward in (False, True)}}
         fetches = {}
         for name, pair in outputs.items():
             inputs = (x, conv_w) if name == "conv" else (x_small, deconv_w)
@@ -284,6 +286,19 @@ def test_only_the_4x4_layers_are_patch_matrix_multiplies(kernel_size, patch_op):
     # D's conv3 (8x8 -> 4x4) and, through its gradients, G's deconv1 (4x4 -> 8x8).
     assert patches == {"conv3", "deconv1"}
     assert types["discriminator/conv1/Conv2D"] == "Conv2D"
+
+
+@pytest.mark.parametrize("kernel_size", [5, 4])
+def test_only_wide_4x4_transposed_convolutions_run_forward_as_a_matmul(kernel_size):
+    import gan_model
+    forward_types = {}
+    for channels in (512, 256):  # G's first layer at full and at half width
+        with tf.Graph().as_default() as graph:
+            gan_model.deconv2d(tf.zeros([1, 4, 4, channels]), channels // 2, 0.02, "deconv1",
+                               bias=False, kernel_size=kernel_size)
+            forward_types[channels] = {op.type for op in graph.get_operations()}
+    assert "MatMul" in forward_types[512] and "Conv2DBackpropInput" not in forward_types[512]
+    assert "Conv2DBackpropInput" in forward_types[256] and "MatMul" not in forward_types[256]
 
 
 @pytest.mark.parametrize("kernel_size", [5, 4])  # TensorFlow's patches, then space_to_depth
