@@ -213,12 +213,14 @@ STRIDES = [1, 2, 2, 1]
 # at full width) on every call. Measured with bench/train_speed.py (README,
 # "Speed"). The same sums, in another order: results move within rounding.
 PATCH_MATMUL_MAX_PIXELS = 16
-# Of those, a transposed convolution with at least this many weights runs
-# forward as a matrix multiply to the patch values and their overlap-add
-# as well; smaller ones keep oneDNN's forward. Measured alone, G's first
-# layer at batch 64: full width (5x5, 13 MB of weights) 20.5 against 25.2
-# ms, and 14.8 against 16.4 at 4x4 (8 MB); half width (2-3 MB) loses, 4.8
-# against 4.2 ms at 4x4 and 7.1 against 6.3 at 5x5.
+# Of those, a float32 transposed convolution with at least this many weights
+# runs forward as a matrix multiply to the patch values and their
+# overlap-add as well; smaller ones, and bf16, keep oneDNN's forward.
+# Measured alone, G's first layer at batch 64, fp32: full width (5x5, 13
+# MB of weights) 20.5 against 25.2 ms, and 14.8 against 16.4 at 4x4 (8 MB);
+# half width (2-3 MB) loses, 4.8 against 4.2 ms at 4x4 and 7.1 against 6.3
+# at 5x5. In bf16 oneDNN's is level at full width and 5x5 (11.9 ms each)
+# and faster at 4x4 (7.3 against 8.6).
 PATCH_FORWARD_MIN_WEIGHTS = 2 ** 20
 # Transposed convolutions to at most this many channels (G's last layer, and
 # the input gradient of D's first convolution: both write the 3-channel
@@ -267,7 +269,8 @@ def deconv2d(x, filters, stddev, name, bias=True, kernel_size=5):
                      x.dtype)
         if x.shape[1] * x.shape[2] <= PATCH_MATMUL_MAX_PIXELS:
             y = _patch_matmul_conv2d_transpose(
-                x, w, matmul_forward=w.shape.num_elements() >= PATCH_FORWARD_MIN_WEIGHTS)
+                x, w, matmul_forward=(x.dtype == tf.float32 and
+                                      w.shape.num_elements() >= PATCH_FORWARD_MIN_WEIGHTS))
         elif filters <= SUBPIXEL_MAX_CHANNELS:
             y = _subpixel_conv2d_transpose_with_native_gradients(x, w)
         else:

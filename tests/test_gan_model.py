@@ -289,16 +289,19 @@ def test_only_the_4x4_layers_are_patch_matrix_multiplies(kernel_size, patch_op):
 
 
 @pytest.mark.parametrize("kernel_size", [5, 4])
-def test_only_wide_4x4_transposed_convolutions_run_forward_as_a_matmul(kernel_size):
+def test_only_wide_float32_4x4_transposed_convolutions_run_forward_as_a_matmul(kernel_size):
     import gan_model
     forward_types = {}
-    for channels in (512, 256):  # G's first layer at full and at half width
+    # G's first layer at full and at half width, and at full width in bf16.
+    for channels, dtype in ((512, tf.float32), (256, tf.float32), (512, tf.bfloat16)):
         with tf.Graph().as_default() as graph:
-            gan_model.deconv2d(tf.zeros([1, 4, 4, channels]), channels // 2, 0.02, "deconv1",
-                               bias=False, kernel_size=kernel_size)
-            forward_types[channels] = {op.type for op in graph.get_operations()}
-    assert "MatMul" in forward_types[512] and "Conv2DBackpropInput" not in forward_types[512]
-    assert "Conv2DBackpropInput" in forward_types[256] and "MatMul" not in forward_types[256]
+            gan_model.deconv2d(tf.zeros([1, 4, 4, channels], dtype), channels // 2, 0.02,
+                               "deconv1", bias=False, kernel_size=kernel_size)
+            forward_types[channels, dtype] = {op.type for op in graph.get_operations()}
+    for layer, types in forward_types.items():
+        matmul_forward = layer == (512, tf.float32)
+        assert ("MatMul" in types) == matmul_forward, layer
+        assert ("Conv2DBackpropInput" in types) != matmul_forward, layer
 
 
 @pytest.mark.parametrize("kernel_size", [5, 4])  # TensorFlow's patches, then space_to_depth
