@@ -113,3 +113,34 @@ def test_the_race_trains_the_pytorch_example_in_a_process_of_its_own(tmp_path):
     assert sampled.shape == (5, 64, 64, 3) and sampled.dtype == np.uint8
     np.testing.assert_array_equal(sampled, again)  # sampling leaves the model as it was
     assert sampled.std() > 0
+
+
+def test_rounds_alternate_their_order():
+    names = ["a", "b", "c"]
+    assert [train_speed.alternating(names, i) for i in range(3)] == [
+        names, names[::-1], names]
+
+
+def test_layer_ab_builds_each_variant_with_its_constants_and_puts_them_back():
+    import gan_model
+    import layer_ab
+    kept = gan_model.PATCH_FORWARD_MIN_WEIGHTS
+    # At this width only a threshold of 0 puts G's first layer forward on the matmul.
+    runs = {name: layer_ab.build(TINY, constants) for name, constants in
+            (("as is", {}), ("matmul forward", {"PATCH_FORWARD_MIN_WEIGHTS": 0}))}
+    assert gan_model.PATCH_FORWARD_MIN_WEIGHTS == kept
+    for name, run in runs.items():
+        forward = {op.type for op in run.parts.graph.get_operations()
+                   if op.name.startswith("generator/deconv1/")}
+        assert ("Conv2DBackpropInput" in forward) == (name == "as is"), name
+        assert run.step()[0] > 0  # the D loss of a real step
+
+
+def test_layer_ab_refuses_what_it_cannot_set():
+    import layer_ab
+    assert layer_ab.parse_variant(" off : PATCH_MATMUL_MAX_PIXELS=0, SUBPIXEL_MAX_CHANNELS=0") \
+        == ("off", {"PATCH_MATMUL_MAX_PIXELS": 0, "SUBPIXEL_MAX_CHANNELS": 0})
+    for text, message in (("no settings", "expected"), ("x: STRIDES=2", "is not one of"),
+                          ("x: PATCH_MATMUL_MAX_PIXELS=big", "whole number")):
+        with pytest.raises(ValueError, match=message):
+            layer_ab.parse_variant(text)
