@@ -238,17 +238,20 @@ def test_patch_matmul_layers_match_tensorflows_convolutions(kernel_size):
 def test_subpixel_layers_match_tensorflows_convolutions(kernel_size):
     """The transposed convolutions to 3 channels written as sub-pixel
     convolutions compute what tf.nn.conv2d_transpose and conv2d compute,
-    values and both gradients, on a non-square image."""
+    values and all gradients, on a non-square image, with and without the
+    bias that G's last layer adds inside."""
     import gan_model
     rng = np.random.default_rng(1)
     with tf.Graph().as_default(), tf1.Session() as sess:
         small = tf.constant(rng.normal(size=(2, 5, 7, 6)), tf.float32)
         image = tf.constant(rng.normal(size=(2, 10, 14, 3)), tf.float32)
         w = tf.constant(rng.normal(size=(kernel_size, kernel_size, 3, 6)), tf.float32)
+        bias = tf.constant(rng.normal(size=(3,)), tf.float32)
+        subpixel = gan_model._subpixel_conv2d_transpose_with_native_gradients
         pairs = {
-            "deconv": ((small, w),
-                       gan_model._subpixel_conv2d_transpose_with_native_gradients(small, w),
-                       gan_model._conv2d_transpose(small, w)),
+            "deconv": ((small, w), subpixel(small, w), gan_model._conv2d_transpose(small, w)),
+            "deconv with bias": ((small, w, bias), subpixel(small, w, bias),
+                                 gan_model._conv2d_transpose(small, w) + bias),
             "conv": ((image, w), gan_model._conv2d_with_subpixel_input_gradient(image, w),
                      tf.nn.conv2d(image, w, gan_model.STRIDES, "SAME"))}
         fetches = {}
@@ -258,7 +261,9 @@ def test_subpixel_layers_match_tensorflows_convolutions(kernel_size):
                              for y in (ours, theirs)]
         values = sess.run(fetches)
     for name, (ours, theirs) in values.items():
-        for what, a, b in zip(("value", "input gradient", "weight gradient"), ours, theirs):
+        assert len(ours) == len(theirs) == (4 if "bias" in name else 3), name
+        for what, a, b in zip(("value", "input gradient", "weight gradient", "bias gradient"),
+                              ours, theirs):
             assert a.shape == b.shape, (name, what)
             error = np.abs(a - b).max() / np.abs(b).max()
             assert error < PATCH_MATMUL_TOLERANCE, (name, what, error)
