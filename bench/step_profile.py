@@ -45,9 +45,11 @@ FUSED_FIRST_LAYER = re.compile(r"^discriminator(?:_\d+)?/LeakyRelu$")
 # multiplies' patches and overlap-add, the sub-pixel convolutions' kernel
 # gather, padding and depth-to-space, gan_model.py): part of the layer's
 # pass, not calls of their own.
+# With oneDNN on, TensorFlow runs some of them as its own kernels, whose
+# types carry a "_Mkl" or "_MklNative" prefix (the weights' Transpose).
 LAYOUT_OPS = re.compile(
-    r"ExtractImagePatches|SpaceToDepth|DepthToSpace|Pad|GatherV2|Transpose|StridedSlice|AddN|"
-    r"ConcatV2")
+    r"(?:_Mkl(?:Native)?)?(?:ExtractImagePatches|SpaceToDepth|DepthToSpace|Pad|GatherV2|"
+    r"Transpose|StridedSlice|AddN|ConcatV2)")
 NETWORK_NAMES = {"generator": "G", "discriminator": "D"}
 PASSES = ("forward", "input gradient", "weight gradient")
 

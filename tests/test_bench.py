@@ -78,7 +78,8 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size):
     for name in ("batch norm", "Adam", "G's EMA", "finiteness check"):
         assert groups[(name, None)][1] > 0, name
     # No convolution or matrix multiply is left out of the layers' rows, nor
-    # the patches of the patch matrix multiplies (odd and even kernels).
+    # the patches of the patch matrix multiplies (odd and even kernels) and
+    # their weights' permutation.
     node_types = [node.timeline_label.split(" = ")[-1].split("(")[0]
                   for stats in traced.step_stats for device in stats.dev_stats
                   for node in device.node_stats]
@@ -87,9 +88,12 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size):
              for device in stats.dev_stats for node in device.node_stats
              for kind in [node.timeline_label.split(" = ")[-1].split("(")[0].strip()]
              if ("Conv2D" in kind or "MatMul" in kind
-                 or kind in ("ExtractImagePatches", "SpaceToDepth"))
+                 or kind in ("ExtractImagePatches", "SpaceToDepth")
+                 or (kind.endswith("Transpose") and step_profile.LAYER.search(node.node_name)))
              and step_profile.op_group(node.node_name, kind)[0] == "other"]
     assert any(kind in ("ExtractImagePatches", "SpaceToDepth") for kind in node_types)
+    if kernel_size % 2 == 0:  # the weights' rows, permuted to the patches' order
+        assert any(kind.endswith("Transpose") for kind in node_types)
     assert not stray
 
 
