@@ -181,7 +181,9 @@ def alternating(names, round_index):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
+    parser.add_argument("--precisions", default=None,
+                        help="comma-separated (default: fp32, and bf16 where it is native "
+                             "here; emulated bf16 takes many times as long)")
     parser.add_argument("--gf_dim", type=int, default=64)
     parser.add_argument("--df_dim", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=64)
@@ -211,6 +213,11 @@ def parse_args(argv):
     if args.recipe:
         args.gf_dim = args.df_dim = race.WIDTH
         args.train_flags = " ".join(race.RECIPE) + " " + args.train_flags
+    if args.precisions is None:
+        native, why = hardware.native_bf16()
+        args.precisions = "fp32,bf16" if native else "fp32"
+        if not native:
+            print(f"bf16 not timed ({why}); --precisions fp32,bf16 times it anyway")
     if "bf16" in args.precisions.split(","):
         try:  # e.g. ONEDNN_MAX_CPU_ISA=AVX2, where oneDNN has no bf16 kernels
             hardware.resolve_precision("bf16")

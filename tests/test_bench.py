@@ -9,6 +9,7 @@ from conftest import PROJECT
 
 sys.path.insert(0, str(PROJECT / "bench"))
 
+import hardware  # noqa: E402
 import step_profile  # noqa: E402
 import train_speed  # noqa: E402
 from gan_model import HParams  # noqa: E402
@@ -31,11 +32,22 @@ def test_kernel_size_scales_the_convolutions_flops_by_its_square():
     assert four["G linear"] == five["G linear"]
 
 
-def test_bf16_is_not_timed_where_a_onednn_cap_leaves_no_bf16_kernels(monkeypatch, capsys):
+def test_bf16_is_timed_by_default_only_where_it_is_native(monkeypatch, capsys):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(hardware, "gpu_capabilities", lambda: [])
+    monkeypatch.setattr(hardware, "cpu_model_and_flags", lambda: ("x", {"avx2", "avx512_bf16"}))
     assert train_speed.parse_args([]).precisions == "fp32,bf16"
+    monkeypatch.setattr(hardware, "cpu_model_and_flags", lambda: ("x", {"avx2"}))
+    assert train_speed.parse_args([]).precisions == "fp32"
+    assert "bf16 not timed (the CPU has neither" in capsys.readouterr().out
+    # Asked for by name, emulated bf16 is still timed.
+    assert train_speed.parse_args(["--precisions", "fp32,bf16"]).precisions == "fp32,bf16"
+
+
+def test_bf16_is_not_timed_where_a_onednn_cap_leaves_no_bf16_kernels(monkeypatch, capsys):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert train_speed.parse_args([]).precisions == "fp32"
+    assert train_speed.parse_args(["--precisions", "fp32,bf16"]).precisions == "fp32"
     assert "bf16 not timed: --precision bf16 cannot run" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         train_speed.parse_args(["--precisions", "bf16"])
