@@ -227,6 +227,13 @@ PATCH_MATMUL_MAX_PIXELS = 16
 # at 5x5. In bf16 oneDNN's is level at full width and 5x5 (11.9 ms each)
 # and faster at 4x4 (7.3 against 8.6).
 PATCH_FORWARD_MIN_WEIGHTS = 2 ** 20
+# Float32 layers of that size with fewer weights than this (the recipe's
+# half width) keep oneDNN's kernels: on an AVX2-only CPU (AMD EPYC, Zen 3)
+# the patch matrix multiplies there made the recipe's step 1.108x slower,
+# while at full width they won (the step 0.913x without them); with AVX-512
+# oneDNN's kernels at half width were level (0.995x and 1.029x on two AMD
+# EPYCs). bf16, not measured without the patches there, keeps them.
+PATCH_MATMUL_MIN_FP32_WEIGHTS = 2 ** 20
 # Transposed convolutions to at most this many channels (G's last layer, and
 # the input gradient of D's first convolution: both write the 3-channel
 # image) run as a sub-pixel convolution, a stride-1 convolution to four
@@ -254,7 +261,7 @@ def conv2d(x, filters, stddev, name, bias=True, kernel_size=5):
     with tf1.variable_scope(name):
         w = _weights("w", [kernel_size, kernel_size, x.shape[-1], filters], stddev, True,
                      x.dtype)
-        if (x.shape[1] // 2) * (x.shape[2] // 2) <= PATCH_MATMUL_MAX_PIXELS:
+        if _runs_as_patch_matmul((x.shape[1] // 2) * (x.shape[2] // 2), w):
             y = _patch_matmul_conv2d(x, w)
         elif x.shape[-1] <= SUBPIXEL_MAX_CHANNELS:
             y = _conv2d_with_subpixel_input_gradient(x, w)
@@ -272,7 +279,7 @@ def deconv2d(x, filters, stddev, name, bias=True, kernel_size=5):
     with tf1.variable_scope(name):
         w = _weights("w", [kernel_size, kernel_size, filters, x.shape[-1]], stddev, True,
                      x.dtype)
-        if x.shape[1] * x.shape[2] <= PATCH_MATMUL_MAX_PIXELS:
+        if _runs_as_patch_matmul(x.shape[1] * x.shape[2], w):
             y = _patch_matmul_conv2d_transpose(
                 x, w, matmul_forward=(x.dtype == tf.float32 and
                                       w.shape.num_elements() >= PATCH_FORWARD_MIN_WEIGHTS))
@@ -284,6 +291,14 @@ def deconv2d(x, filters, stddev, name, bias=True, kernel_size=5):
             y = _conv2d_transpose(x, w)
         # No fusion takes a transposed convolution's bias.
         return _add_bias(y, filters, fusable=False) if bias else y
+
+
+def _runs_as_patch_matmul(small_side_pixels, w):
+    """True for the convolutions that PATCH_MATMUL_MAX_PIXELS and
+    PATCH_MATMUL_MIN_FP32_WEIGHTS give to the patch matrix multiplies."""
+    return (small_side_pixels <= PATCH_MATMUL_MAX_PIXELS and
+            (w.dtype != tf.float32 or
+             w.shape.num_elements() >= PATCH_MATMUL_MIN_FP32_WEIGHTS))
 
 
 def _patches(x, kernel_size):

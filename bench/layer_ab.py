@@ -5,11 +5,11 @@ the same step with some of them changed, timed in one process.
     python bench/layer_ab.py --recipe --iters 10 --variant "8x8 patches: PATCH_MATMUL_MAX_PIXELS=64"
 
 Each variant sets gan_model.py's module constants (the thresholds that pick
-how a layer is written: PATCH_MATMUL_MAX_PIXELS, PATCH_FORWARD_MIN_WEIGHTS,
-SUBPIXEL_MAX_CHANNELS) while its graph is built, then puts them back. Every
-graph is stepped as bench/train_speed.py steps it, in rounds taken in turn
-forwards and backwards (train_speed.alternating), and each figure is the
-median over rounds. The numbers are seconds per iteration and how many
+how a layer is written: PATCH_MATMUL_MAX_PIXELS, PATCH_MATMUL_MIN_FP32_WEIGHTS,
+PATCH_FORWARD_MIN_WEIGHTS, SUBPIXEL_MAX_CHANNELS) while its graph is built,
+then puts them back. Every graph is stepped as bench/train_speed.py steps
+it, in rounds taken in turn forwards and backwards
+(train_speed.alternating), and each figure is the median over rounds. The numbers are seconds per iteration and how many
 times faster than the step as it is.
 """
 
@@ -27,7 +27,8 @@ import gan_model  # noqa: E402
 import hardware  # noqa: E402
 
 AS_IS = "as it is"
-CONSTANTS = ("PATCH_MATMUL_MAX_PIXELS", "PATCH_FORWARD_MIN_WEIGHTS", "SUBPIXEL_MAX_CHANNELS")
+CONSTANTS = ("PATCH_MATMUL_MAX_PIXELS", "PATCH_MATMUL_MIN_FP32_WEIGHTS",
+             "PATCH_FORWARD_MIN_WEIGHTS", "SUBPIXEL_MAX_CHANNELS")
 
 
 def parse_variant(text):

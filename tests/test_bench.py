@@ -69,7 +69,9 @@ def test_the_pytorch_example_gets_a_flop_rate_only_where_it_does_the_recipes_wor
 
 
 @pytest.mark.parametrize("schedule, kernel_size", [("classic", 5), ("reuse_fake", 4)])
-def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size):
+def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, monkeypatch):
+    import gan_model
+    monkeypatch.setattr(gan_model, "PATCH_MATMUL_MIN_FP32_WEIGHTS", 0)  # a tiny model's too
     hparams = dataclasses.replace(TINY, schedule=schedule, g_ema_decay=0.999,
                                   kernel_size=kernel_size)
     runner = train_speed.TensorFlowRun(hparams, inter_op_threads=1)
@@ -140,11 +142,12 @@ def test_rounds_alternate_their_order():
 def test_layer_ab_builds_each_variant_with_its_constants_and_puts_them_back():
     import gan_model
     import layer_ab
-    kept = gan_model.PATCH_FORWARD_MIN_WEIGHTS
-    # At this width only a threshold of 0 puts G's first layer forward on the matmul.
+    kept = gan_model.PATCH_FORWARD_MIN_WEIGHTS, gan_model.PATCH_MATMUL_MIN_FP32_WEIGHTS
+    # At this width only thresholds of 0 put G's first layer forward on the matmul.
     runs = {name: layer_ab.build(TINY, constants) for name, constants in
-            (("as is", {}), ("matmul forward", {"PATCH_FORWARD_MIN_WEIGHTS": 0}))}
-    assert gan_model.PATCH_FORWARD_MIN_WEIGHTS == kept
+            (("as is", {}), ("matmul forward", {"PATCH_MATMUL_MIN_FP32_WEIGHTS": 0,
+                                                "PATCH_FORWARD_MIN_WEIGHTS": 0}))}
+    assert (gan_model.PATCH_FORWARD_MIN_WEIGHTS, gan_model.PATCH_MATMUL_MIN_FP32_WEIGHTS) == kept
     for name, run in runs.items():
         forward = {op.type for op in run.parts.graph.get_operations()
                    if op.name.startswith("generator/deconv1/")}

@@ -283,7 +283,9 @@ def test_only_the_3_channel_layers_are_subpixel_convolutions():
 
 @pytest.mark.parametrize("kernel_size, patch_op", [(5, "ExtractImagePatches"),
                                                    (4, "SpaceToDepth")])
-def test_only_the_4x4_layers_are_patch_matrix_multiplies(kernel_size, patch_op):
+def test_only_the_4x4_layers_are_patch_matrix_multiplies(kernel_size, patch_op, monkeypatch):
+    import gan_model
+    monkeypatch.setattr(gan_model, "PATCH_MATMUL_MIN_FP32_WEIGHTS", 0)  # a tiny model's too
     with built(dataclasses.replace(TINY, kernel_size=kernel_size)) as parts:
         types = {op.name: op.type for op in parts["graph"].get_operations()}
     patches = {re.search(r"/(d?e?conv\d)/", name).group(1) for name, kind in types.items()
@@ -294,11 +296,26 @@ def test_only_the_4x4_layers_are_patch_matrix_multiplies(kernel_size, patch_op):
 
 
 @pytest.mark.parametrize("kernel_size", [5, 4])
+def test_a_4x4_convolution_is_a_patch_matrix_multiply_at_full_width_or_in_bf16(kernel_size):
+    import gan_model
+    # D's last layer (8x8 -> 4x4) at full and at half width, and at half width in bf16.
+    for channels, dtype, patch_matmul in ((256, tf.float32, True), (128, tf.float32, False),
+                                          (128, tf.bfloat16, True)):
+        with tf.Graph().as_default() as graph:
+            gan_model.conv2d(tf.zeros([1, 8, 8, channels], dtype), 2 * channels, 0.02, "conv3",
+                             bias=False, kernel_size=kernel_size)
+            types = {op.type for op in graph.get_operations()}
+        assert ("MatMul" in types) == patch_matmul, (channels, dtype)
+        assert ("Conv2D" in types) != patch_matmul, (channels, dtype)
+
+
+@pytest.mark.parametrize("kernel_size", [5, 4])
 def test_only_wide_float32_4x4_transposed_convolutions_run_forward_as_a_matmul(kernel_size):
     import gan_model
     forward_types = {}
-    # G's first layer at full and at half width, and at full width in bf16.
-    for channels, dtype in ((512, tf.float32), (256, tf.float32), (512, tf.bfloat16)):
+    # G's first layer at full width, at full width in bf16, and at half width
+    # in bf16 (in float32 half width is oneDNN's transposed convolution).
+    for channels, dtype in ((512, tf.float32), (512, tf.bfloat16), (256, tf.bfloat16)):
         with tf.Graph().as_default() as graph:
             gan_model.deconv2d(tf.zeros([1, 4, 4, channels], dtype), channels // 2, 0.02,
                                "deconv1", bias=False, kernel_size=kernel_size)
