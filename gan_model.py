@@ -62,9 +62,13 @@ class HParams:
     real_label: float = flag_field(1.0, "D's target for real images; 0.9 is one-sided "
                                         "label smoothing")
     g_steps: int = flag_field(1, "G updates per D update, on the same z")
-    schedule: str = flag_field("classic", "classic: the G update runs G(z) again; reuse_fake: "
-                                          "it reuses the D update's G(z), judged by the "
-                                          "updated D (the PyTorch DCGAN's schedule)",
+    schedule: str = flag_field("reuse_fake", "reuse_fake: the G update trains on the D "
+                                             "update's own G(z), judged by the updated D, in "
+                                             "the same Session.run (the PyTorch DCGAN's "
+                                             "schedule); classic: a second run computes G(z) "
+                                             "again, as the TF1 DCGAN did (needed for "
+                                             "--g_steps above 1). The same iteration: the D "
+                                             "update leaves G's weights as they were",
                                choices=SCHEDULES)
     g_ema_decay: float = flag_field(0.0, "decay of an exponential moving average of G's "
                                          "weights used for samples and prediction "
@@ -96,8 +100,8 @@ class HParams:
             found.append(f"--schedule must be one of {', '.join(SCHEDULES)}, got "
                          f"{self.schedule!r}")
         if self.schedule == "reuse_fake" and self.g_steps != 1:
-            found.append("--schedule reuse_fake takes one G update per D update; "
-                         "leave --g_steps at 1")
+            found.append(f"--g_steps {self.g_steps} needs --schedule classic: reuse_fake "
+                         f"(the default) takes one G update per D update")
         for name in ("init_stddev", "bn_epsilon", "learning_rate"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):

@@ -281,7 +281,8 @@ def train_step(sess, training, hparams, step, report, cluster, wish):
     """One iteration on the z batch of `step`, the same whenever it is asked for.
 
     The G update reuses the D update's z batch (as in the classic TF1
-    DCGAN); the D op advances the global step. `wish`: this worker wants the
+    DCGAN), and by default its G(z) too, in the same Session.run (see
+    HParams.schedule); the D op advances the global step. `wish`: this worker wants the
     run to stop after this step (counted with several workers).
 
     Returns:

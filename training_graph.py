@@ -52,6 +52,15 @@ class TrainingGraph:
     init: tf.Operation = None
 
 
+def update_runs(training, schedule):
+    """The train ops of one iteration, grouped by Session.run: with
+    reuse_fake G's op waits for D's inside one run; with classic each runs
+    on its own (see HParams.schedule)."""
+    if schedule == "reuse_fake":
+        return [[training.d_train_op, training.g_train_op]]
+    return [[training.d_train_op], [training.g_train_op]]
+
+
 def variable_name(variable):
     """A variable's name without ":0", the same for every replica's copy."""
     return variable.name.rsplit(":", 1)[0]

@@ -82,9 +82,10 @@ def input_share_of_step(images, width, steps, repeats):
         sess.run(parts.iterator.initializer, {parts.start_batch: 0})
         real = parts.graph.get_tensor_by_name("IteratorGetNext:0")
         z = generate_face.train_z(0, 0, hparams.batch_size, hparams.z_dim)
+        iteration = training_graph.update_runs(parts, hparams.schedule)
         for _ in range(3):  # warm up
-            sess.run(parts.d_train_op, {parts.z: z})
-            sess.run(parts.g_train_op, {parts.z: z})
+            for ops in iteration:
+                sess.run(ops, {parts.z: z})
         for _ in range(repeats):
             started = time.perf_counter()
             for _ in range(steps):
@@ -92,8 +93,8 @@ def input_share_of_step(images, width, steps, repeats):
             fetch_times.append((time.perf_counter() - started) / steps)
             started = time.perf_counter()
             for _ in range(steps):
-                sess.run([parts.d_train_op, parts.gan.d_loss], {parts.z: z})
-                sess.run([parts.g_train_op, parts.gan.g_loss], {parts.z: z})
+                for ops in iteration:
+                    sess.run(ops, {parts.z: z})
             step_times.append((time.perf_counter() - started) / steps)
     return statistics.median(fetch_times), statistics.median(step_times)
 

@@ -42,7 +42,7 @@ CONFIGS = {
     "classic, seed 1": (["--seed", "1"], False),
     "TTUR D 4e-4 / G 1e-4": (["--d_learning_rate", "4e-4", "--g_learning_rate", "1e-4"], False),
     "real label 0.9": (["--real_label", "0.9"], False),
-    "2 G steps per D step": (["--g_steps", "2"], False),
+    "2 G steps per D step": (["--schedule", "classic", "--g_steps", "2"], False),
     "classic in bf16": (["--precision", "bf16"], False),
 }
 

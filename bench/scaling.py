@@ -66,8 +66,8 @@ def time_training(hparams, images, layout, iters, warmup, session_target=None):
         times = []
         for i in range(warmup + iters):
             started = time.perf_counter()
-            sess.run(parts.d_train_op, {parts.z: z})
-            sess.run(parts.g_train_op, {parts.z: z})
+            for ops in training_graph.update_runs(parts, hparams.schedule):
+                sess.run(ops, {parts.z: z})
             if i >= warmup:
                 times.append(time.perf_counter() - started)
     return statistics.median(times)

@@ -2,8 +2,11 @@
 
 Same layers as gan_model.py (5x5 kernels, stride 2, batch norm with momentum
 0.9 in TensorFlow's convention, leaky ReLU 0.2, no bias before batch norm),
-the same losses, Adam 2e-4 / beta1 0.5, and the same schedule: one D update
-on a real and a generated batch, then one G update that recomputes G(z).
+the same losses, Adam 2e-4 / beta1 0.5, and the same schedules: one D update
+on a real and a generated batch, then one G update on the same G(z), judged
+by the updated D (--schedule reuse_fake, the default, and the PyTorch DCGAN
+example's way), or, with `recompute_fake`, on G(z) computed again
+(--schedule classic).
 Used only for timing; PyTorch is not a dependency of the project.
 """
 
@@ -42,7 +45,8 @@ def discriminator(df_dim=64):
 class TorchDCGAN:
     """One training iteration at a time, in fp32 or under bf16 autocast."""
 
-    def __init__(self, batch_size=64, z_dim=100, gf_dim=64, df_dim=64, bf16=False, seed=0):
+    def __init__(self, batch_size=64, z_dim=100, gf_dim=64, df_dim=64, bf16=False, seed=0,
+                 recompute_fake=False):
         torch.manual_seed(seed)
         self.g, self.d = generator(z_dim, gf_dim), discriminator(df_dim)
         self.g_opt = torch.optim.Adam(self.g.parameters(), 2e-4, betas=(0.5, 0.999))
@@ -52,18 +56,20 @@ class TorchDCGAN:
         self.z = torch.rand(batch_size, z_dim) * 2 - 1
         self.ones = torch.ones(batch_size, 1)
         self.zeros = torch.zeros(batch_size, 1)
-        self.bf16 = bf16
+        self.bf16, self.recompute_fake = bf16, recompute_fake
 
     def step(self):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            fake = self.g(self.z).detach()
+            fake = self.g(self.z)
             d_loss = (self.loss(self.d(self.real).float(), self.ones)
-                      + self.loss(self.d(fake).float(), self.zeros))
+                      + self.loss(self.d(fake.detach()).float(), self.zeros))
         self.d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_opt.step()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            g_loss = self.loss(self.d(self.g(self.z)).float(), self.ones)
+            if self.recompute_fake:
+                fake = self.g(self.z)
+            g_loss = self.loss(self.d(fake).float(), self.ones)
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_opt.step()

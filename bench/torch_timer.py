@@ -9,8 +9,10 @@ waits on its stdin while TensorFlow runs; rounds stay interleaved.
     python bench/torch_timer.py MODEL BATCH Z_DIM GF_DIM DF_DIM [keep_freed_memory]
 
 MODEL is "reference" (bench/torch_reference.py, the same network as this
-repo's), "reference-bf16" (the same under bf16 autocast) or "example"
-(bench/torch_dcgan.py, the pytorch/examples DCGAN). Each line "N" on stdin
+repo's, G(z) once an iteration as --schedule reuse_fake), "reference-bf16"
+(the same under bf16 autocast), either with "-classic" (G(z) again for the
+G update, as --schedule classic), or "example" (bench/torch_dcgan.py, the
+pytorch/examples DCGAN). Each line "N" on stdin
 runs N iterations and answers with their mean seconds on stdout. With
 "keep_freed_memory" the child first imports hardware.py, which sets glibc's
 malloc as this repo's scripts run (see hardware.keep_freed_memory); without
@@ -22,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-MODELS = ("reference", "reference-bf16", "example")
+MODELS = ("reference", "reference-bf16", "reference-classic", "reference-bf16-classic",
+          "example")
 
 
 class TorchTimer:
@@ -60,7 +63,8 @@ def build(model, batch_size, z_dim, gf_dim, df_dim):
         return torch_dcgan.PyTorchDCGAN(images, nz=z_dim, ngf=gf_dim, ndf=df_dim,
                                         batch_size=batch_size)
     from torch_reference import TorchDCGAN
-    return TorchDCGAN(batch_size, z_dim, gf_dim, df_dim, bf16=model == "reference-bf16")
+    return TorchDCGAN(batch_size, z_dim, gf_dim, df_dim, bf16="-bf16" in model,
+                      recompute_fake=model.endswith("-classic"))
 
 
 def serve(argv):

@@ -89,8 +89,8 @@ def iteration_flops(hparams):
       D update: G forward; D forward on the real and the fake batch; D
         weight gradients for both; D input gradients for both except at the
         first layer (nothing upstream trains).
-      G update: G forward again (not with --schedule reuse_fake, which
-        reuses the D update's); D forward on the fake batch; D input
+      G update: with --schedule classic, G forward again (reuse_fake, the
+        default, reuses the D update's); D forward on the fake batch; D input
         gradients including the first layer (they reach G); G weight
         gradients; G input gradients except at the first layer.
     """
@@ -124,7 +124,7 @@ class TensorFlowRun:
     """The real training graph in a live Session, stepped as train_gan.py steps it.
 
     Each `step` is train_gan.train_step: the D and G updates (in one
-    Session.run with --schedule reuse_fake), a new z batch from (seed,
+    Session.run, unless --schedule classic), a new z batch from (seed,
     step), and the finiteness check of the weights. With `summary_dir`,
     every step also fetches the summaries and writes them there
     (train_gan.py does that every --log_every steps only), to show what
@@ -189,7 +189,7 @@ def parse_args(argv):
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--train_flags", default="",
                         help="more train_gan.py hyperparameter flags, in one string "
-                             "(e.g. \"--kernel_size 4 --schedule reuse_fake\")")
+                             "(e.g. \"--kernel_size 4 --flip\")")
     parser.add_argument("--recipe", action="store_true",
                         help="time bench/race.py's recipe at the race's half width against "
                              "the pytorch/examples DCGAN (bench/torch_dcgan.py, needs PyTorch)")
@@ -247,11 +247,12 @@ def torch_runners(args, hparams):
         print("PyTorch is not installed: the PyTorch rows are skipped")
         return {}
     models = {}  # row name: (model, whether malloc keeps freed memory as in this repo)
-    if args.torch:
-        models["pytorch fp32"] = ("reference", False)
+    if args.torch:  # the same schedule as this repo's rows
+        schedule = "-classic" if hparams.schedule == "classic" else ""
+        models["pytorch fp32"] = ("reference" + schedule, False)
         if hardware.native_bf16()[0]:  # emulated bf16 takes many times as long
-            models["pytorch bf16 autocast"] = ("reference-bf16", False)
-        models["pytorch fp32, this repo's malloc"] = ("reference", True)
+            models["pytorch bf16 autocast"] = ("reference-bf16" + schedule, False)
+        models["pytorch fp32, this repo's malloc"] = ("reference" + schedule, True)
     if args.recipe:
         models.update({"pytorch example": ("example", False),
                        "pytorch example, this repo's malloc": ("example", True)})

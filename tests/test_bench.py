@@ -18,11 +18,28 @@ TINY = HParams(gf_dim=8, df_dim=8, z_dim=16, batch_size=4)
 
 
 def test_reuse_fake_iteration_counts_one_g_forward_less():
-    classic = train_speed.iteration_flops(TINY)
+    classic = train_speed.iteration_flops(dataclasses.replace(TINY, schedule="classic"))
     reused = train_speed.iteration_flops(dataclasses.replace(TINY, schedule="reuse_fake"))
     g_forward = sum(flops for layer, flops in train_speed.layer_flops(TINY).items()
                     if layer.startswith("G "))
     assert classic - reused == TINY.batch_size * g_forward
+
+
+def test_the_pytorch_reference_takes_the_same_iteration_with_either_schedule():
+    """Computing G(z) once or twice an iteration gives the same weights, as in
+    this repo's two schedules (tests/test_gan_model.py)."""
+    torch = pytest.importorskip("torch")
+    from torch_reference import TorchDCGAN
+    weights = {}
+    for recompute in (False, True):
+        model = TorchDCGAN(batch_size=4, z_dim=16, gf_dim=8, df_dim=8,
+                           recompute_fake=recompute)
+        for _ in range(2):
+            model.step()
+        weights[recompute] = [p.detach().clone() for net in (model.g, model.d)
+                              for p in net.parameters()]
+    for once, again in zip(weights[False], weights[True]):
+        torch.testing.assert_close(once, again, rtol=1e-4, atol=1e-6)
 
 
 def test_kernel_size_scales_the_convolutions_flops_by_its_square():

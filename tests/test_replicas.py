@@ -125,8 +125,8 @@ def test_replicas_run_on_two_devices_and_stay_identical():
                         for node in stats.node_stats if "Conv2D" in node.node_name}
         assert convolutions == {"CPU:0", "CPU:1"}
         for _ in range(3):
-            sess.run(parts.d_train_op, feed)
-            sess.run(parts.g_train_op, feed)
+            for ops in training_graph.update_runs(parts, hparams.schedule):
+                sess.run(ops, feed)
         mirrored = [v for v in parts.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
                     if hasattr(v, "values")]
         names = {training_graph.variable_name(v) for v in mirrored}
@@ -157,8 +157,8 @@ def test_two_replicas_take_the_step_of_one_device_on_their_joint_batch(tmp_path)
         sess.run(single.init)
         start = single.saver.save(sess, str(tmp_path / "start"), write_meta_graph=False)
         sess.run(single.iterator.initializer, {single.start_batch: 0})
-        sess.run(single.d_train_op, {single.z: z})
-        sess.run(single.g_train_op, {single.z: z})
+        for ops in training_graph.update_runs(single, hparams.schedule):
+            sess.run(ops, {single.z: z})
         expected = {training_graph.variable_name(v): value for v, value in zip(
             single.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES),
             sess.run(single.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)))}
@@ -167,8 +167,8 @@ def test_two_replicas_take_the_step_of_one_device_on_their_joint_batch(tmp_path)
     with session(mirrored) as sess:
         mirrored.saver.restore(sess, start)  # the same starting weights
         sess.run(mirrored.iterator.initializer, {mirrored.start_batch: 0})
-        sess.run(mirrored.d_train_op, {mirrored.z: z})
-        sess.run(mirrored.g_train_op, {mirrored.z: z})
+        for ops in training_graph.update_runs(mirrored, hparams.schedule):
+            sess.run(ops, {mirrored.z: z})
         variables = mirrored.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
         got = {training_graph.variable_name(v): value
                for v, value in zip(variables, sess.run(variables))}

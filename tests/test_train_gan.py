@@ -348,10 +348,49 @@ def test_failed_checkpoint_write_names_the_folder_and_keeps_the_last_one(
     assert reader.get_tensor("global_step") == 1
 
 
+class CountingSession:
+    """A Session that counts its runs and the generator's forward convolutions
+    they execute."""
+
+    def __init__(self, sess):
+        self.sess, self.runs, self.g_forwards = sess, 0, 0
+
+    def run(self, fetches, feed_dict=None, options=None):
+        self.runs += 1
+        metadata = tf1.RunMetadata()
+        fetched = self.sess.run(fetches, feed_dict, tf1.RunOptions(
+            trace_level=tf1.RunOptions.FULL_TRACE), metadata)
+        self.g_forwards += sum(
+            1 for device in metadata.step_stats.dev_stats for node in device.node_stats
+            if node.node_name.startswith("generator/deconv2/")
+            and "Conv2DBackpropInput" in node.timeline_label
+            and "gradients" not in node.node_name)
+        return fetched
+
+
+@pytest.mark.parametrize("schedule, runs", [("reuse_fake", 1), ("classic", 2)])
+def test_the_default_iteration_computes_g_once_in_one_run(schedule, runs):
+    import replicas
+    import training_graph
+    from gan_model import HParams
+    hparams = HParams(gf_dim=8, df_dim=8, z_dim=16, batch_size=4, schedule=schedule)
+    assert HParams().schedule == "reuse_fake"
+    images = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), np.uint8)
+    training = training_graph.build(hparams, images)
+    with tf1.Session(graph=training.graph) as sess:
+        sess.run(training.init)
+        sess.run(training.iterator.initializer, {training.start_batch: 0})
+        counting = CountingSession(sess)
+        fetched = train_gan.train_step(counting, training, hparams, 0, False,
+                                       replicas.OneWorker(training.layout), False)
+    assert (counting.runs, counting.g_forwards) == (runs, runs)
+    assert fetched["weights_finite"] and np.isfinite(fetched["g_loss"])
+
+
 def test_two_g_steps_update_g_twice_and_grids_draw_with_the_average(tmp_path, demo_dir):
     import predict_gan
-    flags = run_flags(tmp_path, demo_dir, 20, "--g_steps", "2", "--g_ema_decay", "0.9",
-                      "--sample_every", "20")
+    flags = run_flags(tmp_path, demo_dir, 20, "--schedule", "classic", "--g_steps", "2",
+                      "--g_ema_decay", "0.9", "--sample_every", "20")
     assert train_gan.main(flags) == 0
     checkpoint = str(tmp_path / "ckpt" / "gan.ckpt-20")
     # Adam's beta1 power counts each optimizer's updates: 20 for D, 40 for G.
