@@ -61,7 +61,8 @@ class HParams:
     beta1: float = flag_field(0.5, "Adam beta1 (momentum) of both networks")
     real_label: float = flag_field(1.0, "D's target for real images; 0.9 is one-sided "
                                         "label smoothing")
-    g_steps: int = flag_field(1, "G updates per D update, on the same z")
+    g_steps: int = flag_field(1, "G updates per D update, on the same z (above 1 needs "
+                                 "--schedule classic)")
     schedule: str = flag_field("reuse_fake", "reuse_fake: the G update trains on the D "
                                              "update's own G(z), judged by the updated D, in "
                                              "the same Session.run (the PyTorch DCGAN's "
