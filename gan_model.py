@@ -22,7 +22,7 @@ tf1 = tf.compat.v1
 PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16}
 AUTO_PRECISION = "auto"
 # How an iteration's G update gets its generated batch (see ganModel.optimizers).
-SCHEDULES = ("classic", "reuse_fake", "simultaneous")
+SCHEDULES = ("classic", "reuse_fake")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +69,7 @@ class HParams:
                                              "schedule); classic: a second run computes G(z) "
                                              "again, as the TF1 DCGAN did (needed for "
                                              "--g_steps above 1). The same iteration: the D "
-                                             "update leaves G's weights as they were. "
-                                             "simultaneous: G's gradient comes from the D "
-                                             "update's own pass, judged by D before its "
-                                             "update (TensorFlow's DCGAN tutorial's schedule): "
-                                             "one D pass over G(z) fewer, another iteration",
+                                             "update leaves G's weights as they were",
                                choices=SCHEDULES)
     g_ema_decay: float = flag_field(0.0, "decay of an exponential moving average of G's "
                                          "weights used for samples and prediction "
@@ -104,9 +100,9 @@ class HParams:
         if self.schedule not in SCHEDULES:
             found.append(f"--schedule must be one of {', '.join(SCHEDULES)}, got "
                          f"{self.schedule!r}")
-        if self.schedule != "classic" and self.g_steps != 1:
-            found.append(f"--g_steps {self.g_steps} needs --schedule classic: "
-                         f"{self.schedule} takes one G update per D update")
+        if self.schedule == "reuse_fake" and self.g_steps != 1:
+            found.append(f"--g_steps {self.g_steps} needs --schedule classic: reuse_fake "
+                         f"(the default) takes one G update per D update")
         for name in ("init_stddev", "bn_epsilon", "learning_rate"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -840,27 +836,19 @@ class ganModel:
         With --schedule reuse_fake, the G op trains on the D update's own
         generated batch, judged again by D once D's update is done (so both
         ops go in one sess.run, and G(z) is computed once); `outputs.g_loss`
-        then becomes that loss. With --schedule simultaneous, G's gradient
-        is taken through the D update's own pass over that batch, before D's
-        update, and the G op again waits for the D op.
+        then becomes that loss.
         """
         g_vars, d_vars = self.split_variables()
         network_variables = self.network_variables()  # before Adam adds its slots
         hp = self.hp
-        d_adam = tf1.train.AdamOptimizer(hp.d_lr, beta1=hp.beta1, name="d_adam")
-        g_adam = tf1.train.AdamOptimizer(hp.g_lr, beta1=hp.beta1, name="g_adam")
 
         def per_replica(loss):
             return loss / replicas if replicas > 1 else loss
 
-        d_waits_for = list(self.bn_updates["discriminator"])
-        if hp.schedule == "simultaneous":
-            g_gradients = g_adam.compute_gradients(per_replica(outputs.g_loss), var_list=g_vars)
-            # D's update must not start before G's gradient has read D's weights.
-            d_waits_for += [gradient for gradient, _ in g_gradients if gradient is not None]
-        with tf.control_dependencies(d_waits_for):
-            d_train_op = d_adam.minimize(per_replica(outputs.d_loss), global_step=global_step,
-                                         var_list=d_vars)
+        with tf.control_dependencies(self.bn_updates["discriminator"]):
+            d_train_op = tf1.train.AdamOptimizer(hp.d_lr, beta1=hp.beta1,
+                                                 name="d_adam").minimize(
+                per_replica(outputs.d_loss), global_step=global_step, var_list=d_vars)
         if hp.schedule == "reuse_fake":
             # Every op of this second D pass, its weight reads included, waits
             # for D's update: the PyTorch DCGAN's G step sees the updated D.
@@ -868,12 +856,9 @@ class ganModel:
                 _, logits = self.discriminator(outputs.fake_images, is_training=True)
             outputs.g_loss = cross_entropy(logits, 1.0)
         with tf.control_dependencies(self.bn_updates["generator"]):
-            if hp.schedule == "simultaneous":
-                # After D's update, so that one run of the G op is a whole iteration.
-                with tf.control_dependencies([d_train_op]):
-                    g_adam_op = g_adam.apply_gradients(g_gradients)
-            else:
-                g_adam_op = g_adam.minimize(per_replica(outputs.g_loss), var_list=g_vars)
+            g_adam_op = tf1.train.AdamOptimizer(hp.g_lr, beta1=hp.beta1,
+                                                name="g_adam").minimize(
+                per_replica(outputs.g_loss), var_list=g_vars)
         with tf.control_dependencies([g_adam_op]):
             g_train_op = self.ema_update(network_variables["generator"], global_step)
         return d_train_op, g_train_op

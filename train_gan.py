@@ -281,8 +281,8 @@ def train_step(sess, training, hparams, step, report, cluster, wish):
     """One iteration on the z batch of `step`, the same whenever it is asked for.
 
     The G update reuses the D update's z batch (as in the classic TF1
-    DCGAN), and except with --schedule classic its G(z) too, in the same
-    Session.run (see HParams.schedule); the D op advances the global step. `wish`: this worker wants the
+    DCGAN), and by default its G(z) too, in the same Session.run (see
+    HParams.schedule); the D op advances the global step. `wish`: this worker wants the
     run to stop after this step (counted with several workers).
 
     Returns:
@@ -304,7 +304,7 @@ def train_step(sess, training, hparams, step, report, cluster, wish):
               "weights_finite": training.weights_finite}
     if report:
         d_step["d_summary"], g_step["g_summary"] = training.d_summary, training.g_summary
-    if hparams.schedule != "classic":  # both in one run: G(z) is computed once
+    if hparams.schedule == "reuse_fake":  # both in one run: G(z) is computed once
         return run({**d_step, **g_step})
     fetched = run(d_step)
     for _ in range(hparams.g_steps - 1):

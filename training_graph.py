@@ -54,9 +54,9 @@ class TrainingGraph:
 
 def update_runs(training, schedule):
     """The train ops of one iteration, grouped by Session.run: with
-    reuse_fake and simultaneous G's op waits for D's inside one run; with
-    classic each runs on its own (see HParams.schedule)."""
-    if schedule != "classic":
+    reuse_fake G's op waits for D's inside one run; with classic each runs
+    on its own (see HParams.schedule)."""
+    if schedule == "reuse_fake":
         return [[training.d_train_op, training.g_train_op]]
     return [[training.d_train_op], [training.g_train_op]]
 

@@ -39,7 +39,6 @@ then sets their figures side by side.
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -90,19 +89,17 @@ def iteration_flops(hparams):
       D update: G forward; D forward on the real and the fake batch; D
         weight gradients for both; D input gradients for both except at the
         first layer (nothing upstream trains).
-      G update: with --schedule classic, G forward again (the other
-        schedules reuse the D update's); D forward on the fake batch, except
-        with simultaneous (the D update's serves); D input gradients
-        including the first layer (they reach G); G weight gradients; G input
-        gradients except at the first layer.
+      G update: with --schedule classic, G forward again (reuse_fake, the
+        default, reuses the D update's); D forward on the fake batch; D input
+        gradients including the first layer (they reach G); G weight
+        gradients; G input gradients except at the first layer.
     """
     flops = layer_flops(hparams)
     f_g = sum(v for k, v in flops.items() if k.startswith("G "))
     f_d = sum(v for k, v in flops.items() if k.startswith("D "))
     d_update = f_g + 2 * f_d + 2 * f_d + 2 * (f_d - flops["D conv0"])
-    g_forward = f_g if hparams.schedule == "classic" else 0
-    d_forward = 0 if hparams.schedule == "simultaneous" else f_d
-    g_update = g_forward + d_forward + f_d + f_g + (f_g - flops["G linear"])
+    g_forward = 0 if hparams.schedule == "reuse_fake" else f_g
+    g_update = g_forward + f_d + f_d + f_g + (f_g - flops["G linear"])
     return hparams.batch_size * (d_update + g_update)
 
 
@@ -250,10 +247,7 @@ def torch_runners(args, hparams):
         print("PyTorch is not installed: the PyTorch rows are skipped")
         return {}
     models = {}  # row name: (model, whether malloc keeps freed memory as in this repo)
-    if args.torch and hparams.schedule == "simultaneous":
-        print("no PyTorch yardstick trains with --schedule simultaneous: the PyTorch rows "
-              "are skipped")
-    elif args.torch:  # the same schedule as this repo's rows
+    if args.torch:  # the same schedule as this repo's rows
         schedule = "-classic" if hparams.schedule == "classic" else ""
         models["pytorch fp32"] = ("reference" + schedule, False)
         if hardware.native_bf16()[0]:  # emulated bf16 takes many times as long
@@ -265,8 +259,7 @@ def torch_runners(args, hparams):
     runners = {name: torch_timer.TorchTimer(model, args.batch_size, hparams.z_dim,
                                             args.gf_dim, args.df_dim, keep)
                for name, (model, keep) in models.items()}
-    if runners:
-        print(next(iter(runners.values())).version + ", each model in a process of its own")
+    print(next(iter(runners.values())).version + ", each model in a process of its own")
     return runners
 
 
@@ -327,15 +320,12 @@ def print_speeds(args, base, times, peak):
         line = f"{name:38s} {args.batch_size / median:9.1f} {median:8.3f} "
         # At kernel size 4 the example's layers have this repo's shapes (its 1x1
         # transposed convolution and convolution are G's and D's linear layers),
-        # and its iteration is reuse_fake's: that count is its FLOPs. Otherwise
-        # the row has none.
-        work = flops
-        if name.startswith("pytorch example"):
-            work = (iteration_flops(dataclasses.replace(base, schedule="reuse_fake"))
-                    if base.kernel_size == 4 and base.schedule != "classic" else None)
-        if work:
+        # and it runs G once per iteration as reuse_fake does: this count is its
+        # FLOPs too. Otherwise the row has none.
+        same_work = base.kernel_size == 4 and base.schedule == "reuse_fake"
+        if not name.startswith("pytorch example") or same_work:
             dtype = "bf16" if "bf16" in name else "fp32"
-            line += f"{work / median / 1e9:8.0f} {work / median / 1e9 / peak[dtype]:7.0%}"
+            line += f"{flops / median / 1e9:8.0f} {flops / median / 1e9 / peak[dtype]:7.0%}"
         else:
             line += f"{'':8s} {'':7s} "
         if reference:

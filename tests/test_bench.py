@@ -25,14 +25,6 @@ def test_reuse_fake_iteration_counts_one_g_forward_less():
     assert classic - reused == TINY.batch_size * g_forward
 
 
-def test_simultaneous_iteration_counts_one_d_forward_less():
-    reused = train_speed.iteration_flops(dataclasses.replace(TINY, schedule="reuse_fake"))
-    both = train_speed.iteration_flops(dataclasses.replace(TINY, schedule="simultaneous"))
-    d_forward = sum(flops for layer, flops in train_speed.layer_flops(TINY).items()
-                    if layer.startswith("D "))
-    assert reused - both == TINY.batch_size * d_forward
-
-
 def test_the_pytorch_reference_takes_the_same_iteration_with_either_schedule():
     """Computing G(z) once or twice an iteration gives the same weights, as in
     this repo's two schedules (tests/test_gan_model.py)."""
@@ -188,12 +180,3 @@ def test_layer_ab_refuses_what_it_cannot_set():
                           ("x: PATCH_MATMUL_MAX_PIXELS=big", "whole number")):
         with pytest.raises(ValueError, match=message):
             layer_ab.parse_variant(text)
-
-
-def test_layer_ab_variant_of_flags_changes_only_those_hyperparameters():
-    import layer_ab
-    args = layer_ab.parse_args(["--recipe", "--variant", "both: --schedule simultaneous"])
-    changed = args.variant_hparams["both"]
-    assert (args.hparams.schedule, changed.schedule) == ("reuse_fake", "simultaneous")
-    assert dataclasses.replace(changed, schedule="reuse_fake") == args.hparams
-    assert args.hparams.kernel_size == 4 and args.variants["both"] == {}

@@ -140,20 +140,19 @@ def test_replicas_run_on_two_devices_and_stay_identical():
         assert sess.run(parts.global_step) == 3 + 1
 
 
-@pytest.mark.parametrize("schedule", ["reuse_fake", "simultaneous"])
-def test_two_replicas_take_the_step_of_one_device_on_their_joint_batch(tmp_path, schedule):
+def test_two_replicas_take_the_step_of_one_device_on_their_joint_batch(tmp_path):
     """Both replicas get the same half batch, so that each one's batch norm
     sees the statistics of the joint batch. Adam's first moments (slots m)
     scale with the gradient, so they catch a sum of the replicas' gradients
     where the mean belongs (the weights alone would not: Adam's first step
     does not depend on the gradient's scale)."""
-    hparams = tiny_hparams(schedule=schedule)
+    hparams = tiny_hparams()
     face = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
     images = np.repeat(face, 16, axis=0)
     z = np.tile(np.random.default_rng(1).uniform(-1, 1, (4, 16)), (2, 1))
 
     single = training_graph.build(
-        tiny_hparams(batch_size=8, schedule=schedule), images, layout=replicas.Layout())
+        tiny_hparams(batch_size=8), images, layout=replicas.Layout())
     with session(single) as sess:
         sess.run(single.init)
         start = single.saver.save(sess, str(tmp_path / "start"), write_meta_graph=False)

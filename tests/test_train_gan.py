@@ -2,7 +2,6 @@
 
 import os
 import queue
-import re
 import signal
 import subprocess
 import sys
@@ -350,13 +349,11 @@ def test_failed_checkpoint_write_names_the_folder_and_keeps_the_last_one(
 
 
 class CountingSession:
-    """A Session that counts its runs and the forward passes of each network
-    they execute (by one of G's convolutions and D's last layer)."""
-
-    D_OUTPUT = re.compile(r"discriminator(_\d+)?/linear/BiasAdd")
+    """A Session that counts its runs and the generator's forward convolutions
+    they execute."""
 
     def __init__(self, sess):
-        self.sess, self.runs, self.g_forwards, self.d_forwards = sess, 0, 0, 0
+        self.sess, self.runs, self.g_forwards = sess, 0, 0
 
     def run(self, fetches, feed_dict=None, options=None):
         self.runs += 1
@@ -368,15 +365,11 @@ class CountingSession:
             if node.node_name.startswith("generator/deconv2/")
             and "Conv2DBackpropInput" in node.timeline_label
             and "gradients" not in node.node_name)
-        self.d_forwards += sum(
-            1 for device in metadata.step_stats.dev_stats for node in device.node_stats
-            if self.D_OUTPUT.fullmatch(node.node_name))
         return fetched
 
 
-@pytest.mark.parametrize("schedule, runs, d_forwards", [
-    ("reuse_fake", 1, 3), ("classic", 2, 3), ("simultaneous", 1, 2)])
-def test_the_default_iteration_computes_g_once_in_one_run(schedule, runs, d_forwards):
+@pytest.mark.parametrize("schedule, runs", [("reuse_fake", 1), ("classic", 2)])
+def test_the_default_iteration_computes_g_once_in_one_run(schedule, runs):
     import replicas
     import training_graph
     from gan_model import HParams
@@ -391,7 +384,6 @@ def test_the_default_iteration_computes_g_once_in_one_run(schedule, runs, d_forw
         fetched = train_gan.train_step(counting, training, hparams, 0, False,
                                        replicas.OneWorker(training.layout), False)
     assert (counting.runs, counting.g_forwards) == (runs, runs)
-    assert counting.d_forwards == d_forwards  # real, G(z), and G(z) again for G's update
     assert fetched["weights_finite"] and np.isfinite(fetched["g_loss"])
 
 
