@@ -3,12 +3,14 @@ the same step with some of them changed, timed in one process.
 
     python bench/layer_ab.py --variant "oneDNN forward: PATCH_FORWARD_MIN_WEIGHTS=1000000000"
     python bench/layer_ab.py --recipe --iters 10 --variant "8x8 patches: PATCH_MATMUL_MAX_PIXELS=64"
+    python bench/layer_ab.py --recipe --iters 10 --variant "classic: --schedule classic"
 
 Each variant sets gan_model.py's module constants (the thresholds that pick
 how a layer is written: PATCH_MATMUL_MAX_PIXELS, PATCH_MATMUL_MIN_FP32_WEIGHTS,
 PATCH_FORWARD_MIN_WEIGHTS, SUBPIXEL_MAX_CHANNELS) while its graph is built,
-then puts them back. Every graph is stepped as bench/train_speed.py steps
-it, in rounds taken in turn forwards and backwards
+then puts them back; or, written as train_gan.py flags, changes
+hyperparameters of the step (e.g. its --schedule). Every graph is stepped
+as bench/train_speed.py steps it, in rounds taken in turn forwards and backwards
 (train_speed.alternating), and each figure is the median over rounds. The numbers are seconds per iteration and how many
 times faster than the step as it is.
 """
@@ -32,10 +34,14 @@ CONSTANTS = ("PATCH_MATMUL_MAX_PIXELS", "PATCH_MATMUL_MIN_FP32_WEIGHTS",
 
 
 def parse_variant(text):
-    """"name: CONSTANT=value, ..." -> (name, {CONSTANT: int value})."""
+    """"name: CONSTANT=value, ..." -> (name, {CONSTANT: int value});
+    "name: --flag value ..." -> (name, [train_gan.py flags])."""
     name, sep, settings = text.partition(":")
     if not sep or not settings.strip():
-        raise ValueError(f"--variant {text!r}: expected \"name: CONSTANT=value, ...\"")
+        raise ValueError(f"--variant {text!r}: expected \"name: CONSTANT=value, ...\" "
+                         f"or \"name: --flag value ...\"")
+    if settings.strip().startswith("--"):
+        return name.strip(), settings.split()
     values = {}
     for setting in settings.split(","):
         constant, _, value = (part.strip() for part in setting.partition("="))
@@ -54,7 +60,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", action="append", default=[], required=True,
-                        help="\"name: CONSTANT=value, ...\"; repeat for more variants")
+                        help="\"name: CONSTANT=value, ...\" or \"name: --flag value ...\" "
+                             "(train_gan.py hyperparameters); repeat for more variants")
     parser.add_argument("--recipe", action="store_true",
                         help="bench/race.py's recipe at half width instead of the default model")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
@@ -69,13 +76,22 @@ def parse_args(argv):
         args.variants = dict(parse_variant(text) for text in args.variant)
     except ValueError as error:
         parser.error(str(error))
+    args.settings = {name: " ".join(settings) if isinstance(settings, list) else
+                     ", ".join(f"{k}={v}" for k, v in settings.items())
+                     for name, settings in args.variants.items()}
     if AS_IS in args.variants:
         parser.error(f"--variant: {AS_IS!r} names the unchanged step")
     speed_args = ["--precisions", args.precision, "--gf_dim", str(args.gf_dim),
                   "--df_dim", str(args.df_dim), "--batch_size", str(args.batch_size)]
-    args.hparams = train_speed.hparams_of(
-        train_speed.parse_args(speed_args + (["--recipe"] if args.recipe else [])),
-        args.precision)
+    speed = train_speed.parse_args(speed_args + (["--recipe"] if args.recipe else []))
+    args.hparams = train_speed.hparams_of(speed, args.precision)
+    args.variant_hparams = {}
+    for name, settings in args.variants.items():
+        if isinstance(settings, list):
+            flags = speed.train_flags + " " + " ".join(settings)
+            args.variant_hparams[name] = train_speed.hparams_of(
+                argparse.Namespace(**{**vars(speed), "train_flags": flags}), args.precision)
+            args.variants[name] = {}  # no constants changed
     return args
 
 
@@ -94,7 +110,7 @@ def build(hparams, constants):
 def main(argv=None):
     args = parse_args(argv)
     runs = {AS_IS: build(args.hparams, {})}
-    runs.update((name, build(args.hparams, constants))
+    runs.update((name, build(args.variant_hparams.get(name, args.hparams), constants))
                 for name, constants in args.variants.items())
     for run in runs.values():
         for _ in range(args.warmup):
@@ -110,7 +126,7 @@ def main(argv=None):
     base = statistics.median(times[AS_IS])
     for name, seconds in times.items():
         median = statistics.median(seconds)
-        settings = ", ".join(f"{k}={v}" for k, v in args.variants.get(name, {}).items())
+        settings = args.settings.get(name, "")
         print(f"{name:28s} {median:8.4f} s/iter  {base / median:6.3f}x  {settings}")
     return 0
 

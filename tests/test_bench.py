@@ -180,3 +180,12 @@ def test_layer_ab_refuses_what_it_cannot_set():
                           ("x: PATCH_MATMUL_MAX_PIXELS=big", "whole number")):
         with pytest.raises(ValueError, match=message):
             layer_ab.parse_variant(text)
+
+
+def test_layer_ab_variant_of_flags_changes_only_those_hyperparameters():
+    import layer_ab
+    args = layer_ab.parse_args(["--recipe", "--variant", "two runs: --schedule classic"])
+    changed = args.variant_hparams["two runs"]
+    assert (args.hparams.schedule, changed.schedule) == ("reuse_fake", "classic")
+    assert dataclasses.replace(changed, schedule="reuse_fake") == args.hparams
+    assert args.hparams.kernel_size == 4 and args.variants["two runs"] == {}
