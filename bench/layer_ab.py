@@ -73,25 +73,25 @@ def parse_args(argv):
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     args = parser.parse_args(argv)
     try:
-        args.variants = dict(parse_variant(text) for text in args.variant)
+        variants = [parse_variant(text) for text in args.variant]
     except ValueError as error:
         parser.error(str(error))
-    args.settings = {name: " ".join(settings) if isinstance(settings, list) else
-                     ", ".join(f"{k}={v}" for k, v in settings.items())
-                     for name, settings in args.variants.items()}
-    if AS_IS in args.variants:
+    if AS_IS in dict(variants):
         parser.error(f"--variant: {AS_IS!r} names the unchanged step")
     speed_args = ["--precisions", args.precision, "--gf_dim", str(args.gf_dim),
                   "--df_dim", str(args.df_dim), "--batch_size", str(args.batch_size)]
     speed = train_speed.parse_args(speed_args + (["--recipe"] if args.recipe else []))
     args.hparams = train_speed.hparams_of(speed, args.precision)
-    args.variant_hparams = {}
-    for name, settings in args.variants.items():
-        if isinstance(settings, list):
-            flags = speed.train_flags + " " + " ".join(settings)
-            args.variant_hparams[name] = train_speed.hparams_of(
-                argparse.Namespace(**{**vars(speed), "train_flags": flags}), args.precision)
-            args.variants[name] = {}  # no constants changed
+    args.variants = {}  # name: (hparams, constants, its settings as printed)
+    for name, settings in variants:
+        if isinstance(settings, list):  # train_gan.py flags, after the step's own
+            flags = argparse.Namespace(**{**vars(speed), "train_flags": " ".join(
+                [speed.train_flags, *settings])})
+            args.variants[name] = (train_speed.hparams_of(flags, args.precision), {},
+                                   " ".join(settings))
+        else:
+            args.variants[name] = (args.hparams, settings,
+                                   ", ".join(f"{k}={v}" for k, v in settings.items()))
     return args
 
 
@@ -110,8 +110,8 @@ def build(hparams, constants):
 def main(argv=None):
     args = parse_args(argv)
     runs = {AS_IS: build(args.hparams, {})}
-    runs.update((name, build(args.variant_hparams.get(name, args.hparams), constants))
-                for name, constants in args.variants.items())
+    runs.update((name, build(hparams, constants))
+                for name, (hparams, constants, _) in args.variants.items())
     for run in runs.values():
         for _ in range(args.warmup):
             run.step()
@@ -126,7 +126,7 @@ def main(argv=None):
     base = statistics.median(times[AS_IS])
     for name, seconds in times.items():
         median = statistics.median(seconds)
-        settings = args.settings.get(name, "")
+        settings = args.variants[name][2] if name in args.variants else ""
         print(f"{name:28s} {median:8.4f} s/iter  {base / median:6.3f}x  {settings}")
     return 0
 

@@ -185,7 +185,8 @@ def test_layer_ab_refuses_what_it_cannot_set():
 def test_layer_ab_variant_of_flags_changes_only_those_hyperparameters():
     import layer_ab
     args = layer_ab.parse_args(["--recipe", "--variant", "two runs: --schedule classic"])
-    changed = args.variant_hparams["two runs"]
+    changed, constants, settings = args.variants["two runs"]
     assert (args.hparams.schedule, changed.schedule) == ("reuse_fake", "classic")
     assert dataclasses.replace(changed, schedule="reuse_fake") == args.hparams
-    assert args.hparams.kernel_size == 4 and args.variants["two runs"] == {}
+    assert args.hparams.kernel_size == 4 and constants == {}
+    assert settings == "--schedule classic"
