@@ -10,8 +10,8 @@ trains on the same training faces, preprocessed once by this repo's loader
 (108 centre crop, 64x64 resize), so preprocessing is not what is compared.
 The sides run one after the other, each with the whole machine:
 
-  recipe   train_gan.py with RECIPE (the flags the README recommends when
-           time is short);
+  recipe   train_gan.py with RECIPE and RECIPE_PRECISION (the flags the
+           README recommends when time is short);
   classic  train_gan.py with its defaults at the race's width;
   pytorch  bench/torch_dcgan.py, the pytorch/examples DCGAN (needs PyTorch).
 
@@ -48,6 +48,10 @@ import metrics  # noqa: E402
 import train_gan  # noqa: E402
 
 RECIPE = ["--kernel_size", "4", "--flip", "--g_ema_decay", "0.999"]
+# The recipe's precision: bf16 where the hardware has it natively, fp32
+# elsewhere. Kept apart from RECIPE so that bench/train_speed.py's rows pick
+# theirs with --precisions.
+RECIPE_PRECISION = ["--precision", "auto"]
 WIDTH = 32  # gf_dim and df_dim of every side: half the classic width
 SIDES = ("recipe", "classic", "pytorch")
 METRICS = (("kid", "KID x1e3", 1e3), ("fid", "FID", 1.0), ("swd", "SWD x1e3", 1.0))
@@ -202,7 +206,7 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1", help="seeds of each side")
     parser.add_argument("--sides", default="recipe,pytorch",
                         help=f"comma-separated, from {', '.join(SIDES)}")
-    parser.add_argument("--recipe", default=" ".join(RECIPE),
+    parser.add_argument("--recipe", default=" ".join(RECIPE + RECIPE_PRECISION),
                         help="train_gan.py flags of the recipe side, to race another recipe "
                              "(use a new --work_dir: results are kept by side name)")
     parser.add_argument("--width", type=int, default=WIDTH,

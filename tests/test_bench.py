@@ -190,3 +190,13 @@ def test_layer_ab_variant_of_flags_changes_only_those_hyperparameters():
     assert dataclasses.replace(changed, schedule="reuse_fake") == args.hparams
     assert args.hparams.kernel_size == 4 and constants == {}
     assert settings == "--schedule classic"
+
+
+def test_the_race_trains_the_recipe_that_the_readme_recommends():
+    import race
+    import train_gan
+    recipe = race.RECIPE + race.RECIPE_PRECISION
+    readme = (PROJECT / "README.md").read_text()
+    assert f"train_gan.py {' '.join(recipe)} --max_minutes" in readme
+    _, hyperparameters = train_gan.parse_flags(recipe)
+    assert hyperparameters["precision"] == "auto" and hyperparameters["kernel_size"] == 4
