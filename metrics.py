@@ -417,13 +417,18 @@ class FaceScorer:
         self.num = min(num or len(real), len(real))
         self.real, self.features, self.seed = real, features, seed
         self.real_features = features(real) if features is not None else None
+        self.real_spread = diversity(real[:self.num])
 
     def __call__(self, fake):
-        """uint8 [N, H, W, 3] -> {"swd", "fid", "kid", "kid_std"}: SWD's mean over
-        levels, of min(N, num) faces a side; FID and KID (with features) of
-        all N against the `num` compared reals."""
+        """uint8 [N, H, W, 3] -> {"swd", "diversity", "fid", "kid", "kid_std"}:
+        SWD's mean over levels, of min(N, num) faces a side; the diversity
+        ratio, generated over the `num` compared reals (as evaluate's
+        "ratio"; a fall towards COLLAPSE_RATIO is a collapse that SWD, FID
+        and KID can miss while they improve); FID and KID (with features)
+        of all N against the `num` compared reals."""
         count = min(len(fake), self.num)
-        scores = {"swd": swd(fake[:count], self.real[:count], self.seed)["avg"]}
+        scores = {"swd": swd(fake[:count], self.real[:count], self.seed)["avg"],
+                  "diversity": diversity(fake) / max(self.real_spread, 1e-12)}
         if self.features is not None:
             scores.update(inception_scores(self.features(fake),
                                            self.real_features[:self.num], self.seed))
@@ -433,7 +438,8 @@ class FaceScorer:
         """The same scores between two disjoint halves of the real faces."""
         _, (half_a, half_b) = split_real(self.real, self.num)
         half = len(half_a)
-        scores = {"swd": swd(half_a, half_b, self.seed)["avg"], "images": half}
+        scores = {"swd": swd(half_a, half_b, self.seed)["avg"], "images": half,
+                  "diversity": diversity(half_a) / max(diversity(half_b), 1e-12)}
         if self.features is not None:
             scores.update(inception_scores(self.real_features[:half],
                                            self.real_features[half:2 * half], self.seed))

@@ -206,7 +206,9 @@ class Evaluation:
         if "kid" in scores:
             shown += [f"KID x1e3 {1e3 * scores['kid']:.2f} +- {1e3 * scores['kid_std']:.2f}",
                       f"FID {scores['fid']:.2f}"]
-        shown.append(f"SWD {scores['swd']:.2f}" + ("  (best so far)" if improved else ""))
+        shown.append(f"SWD {scores['swd']:.2f}")
+        shown.append(f"diversity ratio {scores['diversity']:.2f}"
+                     + ("  (best so far)" if improved else ""))
         self.log(f"evaluation at step {step}: {'  '.join(shown)}; took "
                  f"{format_seconds(seconds)}, {100 * seconds / max(training_seconds, 1e-9):.0f}% "
                  f"of the {format_seconds(training_seconds)} since the last")

@@ -55,6 +55,9 @@ RECIPE_PRECISION = ["--precision", "auto"]
 WIDTH = 32  # gf_dim and df_dim of every side: half the classic width
 SIDES = ("recipe", "classic", "pytorch")
 METRICS = (("kid", "KID x1e3", 1e3), ("fid", "FID", 1.0), ("swd", "SWD x1e3", 1.0))
+# Tabled beside the distances but not plotted with them: it is best near 1,
+# not low.
+DIVERSITY = ("diversity", "diversity ratio", 1.0)
 
 
 def quiet(*_):
@@ -128,8 +131,8 @@ def race_side(side, seed, args, split, scoring, results, save):
                         "real_vs_real": floor}
         save()
         print(f"  {key}: step {steps}, " + ", ".join(
-            f"{label} {scale * scored[name]:.2f}" for name, label, scale in METRICS
-            if name in scored), flush=True)
+            f"{label} {scale * scored[name]:.2f}"
+            for name, label, scale in METRICS + (DIVERSITY,) if name in scored), flush=True)
     if side == "pytorch":
         example.close()
 
@@ -138,7 +141,7 @@ def print_table(results, sides, marks, seeds):
     """Markdown, one table per metric: the score (steps) per side, seed and
     minute, and the seeds' mean."""
     floor = next(iter(results.values()), {}).get("real_vs_real", {})
-    for name, label, scale in METRICS:
+    for name, label, scale in METRICS + (DIVERSITY,):
         if name not in floor:
             continue
         print("\n| side | seed | " + " | ".join(f"{label} @ {m:g} min (steps)" for m in marks)
@@ -149,14 +152,15 @@ def print_table(results, sides, marks, seeds):
                 cells = []
                 for mark in marks:
                     entry = results.get(f"{side} seed {seed} @ {mark:g}")
-                    cells.append(f"{scale * entry[name]:.2f} ({entry['steps']})" if entry
-                                 else "")
+                    cells.append(f"{scale * entry[name]:.2f} ({entry['steps']})"
+                                 if entry and name in entry else "")
                 print(f"| {side} | {seed} | " + " | ".join(cells) + " |")
             if len(seeds) > 1:
                 means = []
                 for mark in marks:
                     values = [results[k][name] for k in
-                              (f"{side} seed {s} @ {mark:g}" for s in seeds) if k in results]
+                              (f"{side} seed {s} @ {mark:g}" for s in seeds)
+                              if name in results.get(k, {})]
                     means.append(f"**{scale * sum(values) / len(values):.2f}**" if values
                                  else "")
                 print(f"| {side} | mean | " + " | ".join(means) + " |")

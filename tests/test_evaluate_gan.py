@@ -180,6 +180,19 @@ def test_diversity_flags_a_collapsed_set(faces):
                                      log=lambda *_: None)["diversity"]["collapse_warning"]
 
 
+def test_the_scorer_reports_the_diversity_ratio_that_evaluate_reports(faces):
+    # Training's evaluation and the race score with FaceScorer: a collapse
+    # must show there as it does in evaluate_gan.py.
+    scorer = metrics.FaceScorer(faces[:20])
+    collapsed = noisy(np.repeat(faces[:1], 40, axis=0), 5)
+    varied = noisy(faces[20:])
+    for fake in (collapsed, varied):
+        expected = metrics.evaluate(fake, faces[:20], log=lambda *_: None)["diversity"]
+        assert scorer(fake)["diversity"] == pytest.approx(expected["ratio"], rel=1e-9)
+    assert scorer(collapsed)["diversity"] < metrics.COLLAPSE_RATIO < scorer(varied)["diversity"]
+    assert 0.5 < scorer.floor()["diversity"] < 2
+
+
 def evaluate_json(capsys, *flags):
     assert evaluate_gan.main([*flags, "--json"]) == 0
     return json.loads(capsys.readouterr().out)

@@ -36,7 +36,8 @@ def scalars(run_dir, tag):
 
 def test_every_evaluation_is_logged_with_its_cost(evaluated_run):
     logs = evaluated_run / "logs" / "ckpt"
-    for tag in ("eval/kid", "eval/kid_std", "eval/fid", "eval/swd", "eval/seconds"):
+    for tag in ("eval/kid", "eval/kid_std", "eval/fid", "eval/swd", "eval/diversity",
+                "eval/seconds"):
         values = scalars(logs, tag)
         assert sorted(values) == [5, 10], tag
         assert all(np.isfinite(v) for v in values.values()), tag
@@ -57,6 +58,7 @@ def test_the_best_checkpoint_is_kept_and_scores_as_evaluate_gan_scores_it(
     for name in ("kid", "fid"):
         assert fresh[name] == pytest.approx(best[name], rel=1e-4, abs=1e-6), name
     assert fresh["swd"]["avg"] == pytest.approx(best["swd"], rel=1e-4)
+    assert fresh["diversity"]["ratio"] == pytest.approx(best["diversity"], rel=1e-4)
 
 
 def test_predict_draws_from_the_best_checkpoint(evaluated_run, tmp_path):
