@@ -66,6 +66,13 @@ def diversity(images, limit=DIVERSITY_IMAGES):
     return float(np.sqrt(np.maximum(distances[pairs], 0) / flat.shape[1]).mean())
 
 
+def diversity_ratio(generated_spread, real_spread):
+    """Generated faces' `diversity` over the real faces': near 1 when as
+    varied, below COLLAPSE_RATIO a likely collapse (0 guarded: one repeated
+    real face)."""
+    return generated_spread / max(real_spread, 1e-12)
+
+
 # ---------------------------------------------------------------------------
 # Sliced Wasserstein distance
 # ---------------------------------------------------------------------------
@@ -393,7 +400,7 @@ def evaluate(fake, real, seed=0, features=None, log=print, num_real=None):
         result["kid_subset_size"] = kid_subset_size(len(fake), num_real)
     fake_spread, real_spread = (diversity(fake), diversity(compared))
     result["diversity"] = {"generated": fake_spread, "real": real_spread,
-                           "ratio": fake_spread / max(real_spread, 1e-12),
+                           "ratio": diversity_ratio(fake_spread, real_spread),
                            "collapse_warning": fake_spread < COLLAPSE_RATIO * real_spread}
     return result
 
@@ -428,7 +435,7 @@ class FaceScorer:
         of all N against the `num` compared reals."""
         count = min(len(fake), self.num)
         scores = {"swd": swd(fake[:count], self.real[:count], self.seed)["avg"],
-                  "diversity": diversity(fake) / max(self.real_spread, 1e-12)}
+                  "diversity": diversity_ratio(diversity(fake), self.real_spread)}
         if self.features is not None:
             scores.update(inception_scores(self.features(fake),
                                            self.real_features[:self.num], self.seed))
@@ -439,7 +446,7 @@ class FaceScorer:
         _, (half_a, half_b) = split_real(self.real, self.num)
         half = len(half_a)
         scores = {"swd": swd(half_a, half_b, self.seed)["avg"], "images": half,
-                  "diversity": diversity(half_a) / max(diversity(half_b), 1e-12)}
+                  "diversity": diversity_ratio(diversity(half_a), diversity(half_b))}
         if self.features is not None:
             scores.update(inception_scores(self.real_features[:half],
                                            self.real_features[half:2 * half], self.seed))
