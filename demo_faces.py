@@ -244,7 +244,8 @@ def make_demo_data(out_dir, num=2000, seed=0, log=print):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False)
     parser.add_argument("out_dir", help="folder to write 000000.jpg, 000001.jpg, ... into")
     parser.add_argument("--num", type=int, default=2000, help="faces to draw")
     parser.add_argument("--seed", type=int, default=0, help="seed of the faces")

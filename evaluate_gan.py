@@ -134,7 +134,7 @@ class EvaluateOptions:
 def build_parser():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=argparse.SUPPRESS)
+        argument_default=argparse.SUPPRESS, allow_abbrev=False)
     add_flags(parser.add_argument_group("options (each says where it applies)"),
               EvaluateOptions, suppress_defaults=True)
     return parser

@@ -663,7 +663,8 @@ def save_grid(images, path, cols=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False)
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--preview", metavar="OUT.png",
                         help="write a grid of preprocessed faces from --data_root")

@@ -313,7 +313,7 @@ class PredictOptions:
 def build_parser():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=argparse.SUPPRESS)
+        argument_default=argparse.SUPPRESS, allow_abbrev=False)
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--interpolate", metavar="A,B[,C...]",
                        help="walk through z between these seeds (or --z_file cells)")

@@ -110,7 +110,7 @@ def build_parser():
     """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=argparse.SUPPRESS)
+        argument_default=argparse.SUPPRESS, allow_abbrev=False)
     for title, cls in (("run", RunConfig), ("hyperparameters", HParams)):
         add_flags(parser.add_argument_group(title), cls, suppress_defaults=True)
     return parser

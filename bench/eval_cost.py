@@ -58,7 +58,8 @@ def timed(function, *args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--counts", default="250,500,1000,2000",
                         help="comma-separated face counts")
     args = parser.parse_args(argv)

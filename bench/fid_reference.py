@@ -105,7 +105,8 @@ def our_fid(folder_a, folder_b):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--work_dir", default="bench_runs/fid_reference")
     parser.add_argument("--ckpt_dir", default="ckpt", help="a trained run, for generated faces")
     parser.add_argument("--num_images", type=int, default=100,

@@ -101,7 +101,8 @@ def input_share_of_step(images, width, steps, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=3, help="repeats per figure (median)")
     parser.add_argument("--batches", type=int, default=500,
                         help="batches per from-cache measurement")

@@ -84,7 +84,8 @@ def final_weights(root):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--cycles", type=int, default=20, help="kills before the run may finish")
     parser.add_argument("--max_steps", type=int, default=1500, help="length of the run")
     parser.add_argument("--ckpt_every", type=int, default=10, help="steps between checkpoints")

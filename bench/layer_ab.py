@@ -58,7 +58,8 @@ def parse_variant(text):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--variant", action="append", default=[], required=True,
                         help="\"name: CONSTANT=value, ...\" or \"name: --flag value ...\" "
                              "(train_gan.py hyperparameters); repeat for more variants")

@@ -57,7 +57,8 @@ def run_folder(work_dir, name):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False)
     parser.add_argument("--work_dir", default="bench_runs/levers",
                         help="runs, results.json and the comparison picture")
     parser.add_argument("--steps", type=int, default=1200, help="training steps per run")

@@ -204,7 +204,8 @@ def plot(results, sides, seeds, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--work_dir", default="bench_runs/race")
     parser.add_argument("--score_at", default="5,10", help="minutes at which to score")
     parser.add_argument("--seeds", default="0,1", help="seeds of each side")

@@ -172,7 +172,8 @@ def speedup_model(gradient_bytes):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--width", type=int, default=32, help="--gf_dim and --df_dim")
     parser.add_argument("--batch_size", type=int, default=64, help="images per replica")
     parser.add_argument("--replicas", default="1,2,4", help="logical CPU device counts")

@@ -180,7 +180,8 @@ def alternating(names, round_index):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--precisions", default=None,
                         help="comma-separated (default: fp32, and bf16 where it is native "
                              "here; emulated bf16 takes many times as long)")

@@ -84,6 +84,12 @@ def test_bad_num_is_a_flag_error(capsys):
     assert "--num must be at least 1" in capsys.readouterr().err
 
 
+def test_a_shortened_flag_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        predict_gan.main(["--ckpt", "ckpt"])
+    assert "unrecognized arguments: --ckpt" in capsys.readouterr().err
+
+
 def test_the_script_as_a_user_runs_it(tmp_path, drawing_run):
     """A fresh interpreter, eager execution on as in a user's shell: the in-process
     tests share one interpreter, whose TensorFlow settings may differ."""

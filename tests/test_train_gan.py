@@ -93,6 +93,9 @@ def test_checkpoint_with_wrong_hparams_file_is_named(tmp_path, trained_run, demo
     (["--is_crop", "maybe"], "expected true or false"),
     (["--learning_rate", "fast"], "invalid float value"),
     (["--no_such_flag", "1"], "unrecognized arguments"),
+    # A shortened flag is a typo too, not --max_steps: argparse would
+    # otherwise take any unambiguous prefix.
+    (["--max_step", "5"], "unrecognized arguments: --max_step"),
 ])
 def test_bad_flags_fail_before_any_work(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
