@@ -223,3 +223,23 @@ def test_freed_memory_is_reused_without_page_faults_unless_the_user_tunes_malloc
     assert first > 100 and default_faults[0] > 100
     assert max(kept_faults[1:]) < first / 10, kept_faults
     assert min(default_faults[1:]) > first / 2, default_faults  # glibc gives it back each time
+
+
+# (sys_platform, platform_machine) as each OS reports them, and the
+# TensorFlow wheel that exists there for 2.21.
+INSTALL_TARGETS = [("linux", "x86_64", "tensorflow-cpu"), ("win32", "AMD64", "tensorflow-cpu"),
+                   ("darwin", "arm64", "tensorflow"), ("linux", "aarch64", "tensorflow")]
+
+
+@pytest.mark.parametrize("sys_platform, machine, wheel", INSTALL_TARGETS)
+def test_requirements_install_the_tensorflow_wheel_that_exists_there(sys_platform, machine,
+                                                                      wheel):
+    """tensorflow-cpu is published for x86-64 Linux and Windows only: elsewhere
+    requirements.txt must ask for tensorflow, or the first command fails."""
+    from packaging.requirements import Requirement
+    environment = {"sys_platform": sys_platform, "platform_machine": machine}
+    lines = (PROJECT / "requirements.txt").read_text().splitlines()
+    wanted = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    tensorflow = [r for r in wanted if r.name.startswith("tensorflow") and r.name != "tensorboard"
+                  and (r.marker is None or r.marker.evaluate(environment))]
+    assert [(r.name, str(r.specifier)) for r in tensorflow] == [(wheel, "==2.21.0")]
