@@ -49,7 +49,7 @@ class RunConfig:
     samples_dir: str = flag_field("samples", "sample grids train_<step>.png")
     log_dir: str = flag_field("logs", "TensorBoard logs, one folder per run")
     run_name: str = flag_field("", "name of the run in TensorBoard; its logs go to "
-                                   "--log_dir/<run_name> (default: --ckpt_dir's folder name)")
+                                   "--log_dir/<run_name> ('' = --ckpt_dir's folder name)")
     cache_dir: str = flag_field("cache", "preprocessed-image cache, reused while the "
                                          "folder and settings match ('' = none)")
     max_steps: int = flag_field(20000, "train until the global step reaches this")
