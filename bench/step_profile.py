@@ -123,7 +123,7 @@ class TracedSession:
                 for key, (seconds, calls) in totals.items()}
 
 
-def print_table(wall, groups, layer_flops, batch_size, peak):
+def print_table(wall, groups, layer_flops, batch_size, matmul_rate_gflops):
     """The profile as a table: layers by pass, then the rest, with shares."""
     total = sum(seconds for seconds, _ in groups.values())
     print(f"op time per iteration {total * 1e3:.1f} ms (one op at a time); "
@@ -138,13 +138,13 @@ def print_table(wall, groups, layer_flops, batch_size, peak):
                 continue
             rate = calls * batch_size * layer_flops[layer] / seconds / 1e9
             print(f"{layer:22s} {pass_name:16s} {calls:5.0f} {seconds * 1e3:7.1f} "
-                  f"{seconds / total:6.1%} {rate:8.0f} {rate / peak:9.0%}")
+                  f"{seconds / total:6.1%} {rate:8.0f} {rate / matmul_rate_gflops:9.0%}")
     layer_seconds = sum(groups.get((layer, p), (0.0, 0))[0] for layer in layers for p in PASSES)
     layer_work = sum(groups.get((layer, p), (0.0, 0))[1] * batch_size * layer_flops[layer]
                      for layer in layers for p in PASSES)
     rate = layer_work / layer_seconds / 1e9
     print(f"{'all layers':22s} {'':16s} {'':5s} {layer_seconds * 1e3:7.1f} "
-          f"{layer_seconds / total:6.1%} {rate:8.0f} {rate / peak:9.0%}")
+          f"{layer_seconds / total:6.1%} {rate:8.0f} {rate / matmul_rate_gflops:9.0%}")
     rest = sorted(((seconds, key[0], calls) for key, (seconds, calls) in groups.items()
                    if key[0] not in layers), reverse=True)
     for seconds, group, calls in rest:

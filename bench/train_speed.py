@@ -15,7 +15,7 @@ machine hit every configuration alike, and taken in turn forwards and
 backwards, so no configuration always runs first; each figure is the
 median over rounds. It also prints the analytic FLOP count of one
 iteration, the achieved GFLOP/s, and the fp32 and bf16 matrix-multiply
-rates measured in the same run, as the peak to compare with. The header
+rates measured in the same run, as the rate to compare with. The header
 names the machine: CPU, usable cores, the CPU features speed depends on,
 TensorFlow's version and whether oneDNN is on.
 
@@ -285,19 +285,19 @@ def main(argv=None):
     times = {name: [] for name in runners}
     dtypes = {"fp32": tf.float32, "bf16": tf.bfloat16}
     # fp32 always: it is the yardstick of every row not in bf16, the example's too.
-    peaks = {name: [] for name in dtypes
+    rate_samples = {name: [] for name in dtypes
              if name == "fp32" or any(name in row for row in runners)}
     for round_index in range(args.rounds):
         for name in alternating(runners, round_index):
             times[name].append(seconds_per_iteration(runners[name], args.iters))
-        for name, rates in peaks.items():
+        for name, rates in rate_samples.items():
             rates.append(matmul_rate(dtypes[name]))
-    peak = {name: statistics.median(rates) for name, rates in peaks.items()}
-    print_speeds(args, base, times, peak)
+    matmul_rates = {name: statistics.median(rates) for name, rates in rate_samples.items()}
+    print_speeds(args, base, times, matmul_rates)
     if args.profile:
         first = next(iter(runners.values()))
-        profile(args, first.hparams, peak["bf16" if first.hparams.precision == "bf16"
-                                            else "fp32"])
+        profile(args, first.hparams, matmul_rates["bf16" if first.hparams.precision == "bf16"
+                                                    else "fp32"])
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
             {name: args.batch_size / statistics.median(seconds)
@@ -305,16 +305,16 @@ def main(argv=None):
     return 0
 
 
-def print_speeds(args, base, times, peak):
+def print_speeds(args, base, times, matmul_rates):
     flops = iteration_flops(base)
     print(hardware.describe())
     print(f"gf_dim {args.gf_dim}, df_dim {args.df_dim}, batch {args.batch_size}"
           + (f", {args.train_flags.strip()}" if args.train_flags.strip() else "")
           + f"; median of {args.rounds} interleaved rounds x {args.iters} iterations")
     print(f"one iteration = {flops / 1e9:.1f} GFLOP (analytic); matrix multiply measured: "
-          + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in peak.items()) + "\n")
+          + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in matmul_rates.items()) + "\n")
     reference = next((n for n in ("pytorch fp32", "pytorch example") if n in times), None)
-    print(f"{'':38s} {'images/s':>9s} {'s/iter':>8s} {'GFLOP/s':>8s} {'of peak':>8s}"
+    print(f"{'':38s} {'images/s':>9s} {'s/iter':>8s} {'GFLOP/s':>8s} {'of matmul':>9s}"
           + (f"  vs {reference}" if reference else ""))
     for name, seconds in times.items():
         median = statistics.median(seconds)
@@ -326,15 +326,15 @@ def print_speeds(args, base, times, peak):
         same_work = base.kernel_size == 4 and base.schedule == "reuse_fake"
         if not name.startswith("pytorch example") or same_work:
             dtype = "bf16" if "bf16" in name else "fp32"
-            line += f"{flops / median / 1e9:8.0f} {flops / median / 1e9 / peak[dtype]:7.0%}"
+            line += f"{flops / median / 1e9:8.0f} {flops / median / 1e9 / matmul_rates[dtype]:9.0%}"
         else:
-            line += f"{'':8s} {'':7s} "
+            line += f"{'':8s} {'':9s}"
         if reference:
             line += f"  {statistics.median(times[reference]) / median:6.2f}x"
         print(line)
 
 
-def profile(args, hparams, peak):
+def profile(args, hparams, matmul_rate_gflops):
     """Trace --profile iterations one op at a time and print where the time went."""
     runner = TensorFlowRun(hparams, inter_op_threads=1)
     for _ in range(args.warmup):
@@ -344,7 +344,7 @@ def profile(args, hparams, peak):
         runner.step(traced)
     print(f"\nwhere the time goes ({hparams.precision}, {args.profile} traced iterations):")
     step_profile.print_table(traced.wall / args.profile, traced.groups(args.profile),
-                             layer_flops(hparams), hparams.batch_size, peak)
+                             layer_flops(hparams), hparams.batch_size, matmul_rate_gflops)
     marker = "-- oneDNN log from here --"
     command = [sys.executable, __file__, "--onednn_log_marker", marker,
                "--precisions", hparams.precision, "--gf_dim", str(args.gf_dim),
