@@ -200,3 +200,32 @@ def test_the_race_trains_the_recipe_that_the_readme_recommends():
     assert f"train_gan.py {' '.join(recipe)} --max_minutes" in readme
     _, hyperparameters = train_gan.parse_flags(recipe)
     assert hyperparameters["precision"] == "auto" and hyperparameters["kernel_size"] == 4
+
+
+def test_the_shifted_matmul_weight_gradient_is_the_convolutions():
+    """bench/ops_alone.py times it against oneDNN's: it must compute the same
+    gradient, on a non-square image with odd channel counts."""
+    import numpy as np
+    import tensorflow as tf
+    import ops_alone
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal([2, 8, 6, 3], dtype=np.float32)
+    dy = rng.standard_normal([2, 4, 3, 5], dtype=np.float32)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        expected, got = sess.run([
+            tf.compat.v1.nn.conv2d_backprop_filter(x, [4, 4, 3, 5], dy, [1, 2, 2, 1], "SAME"),
+            ops_alone.shifted_matmul_weight_gradient(tf.constant(x), tf.constant(dy))])
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_ops_alone_times_each_pair_it_is_asked_for(capsys):
+    import ops_alone
+    assert ops_alone.main(["--only", "batch_norm,weight_gradient", "--batch_size", "2",
+                           "--rounds", "1", "--iters", "1", "--warmup", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("machine: ")
+    timed = [line for line in lines if " ms (" in line]
+    assert len(timed) == 1 + len(ops_alone.WEIGHT_GRADIENTS)
+    assert all("oneDNN" in line and "shifted matmul" in line and "matmul alone" in line
+               for line in timed[1:])
+    assert "fused" in timed[0] and "moments" in timed[0]

@@ -1,0 +1,196 @@
+"""Single operations timed alone, each as this repo writes it against a way
+of writing it that lost ("What was measured on the way" in the README).
+
+    python bench/ops_alone.py
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/ops_alone.py
+    python bench/ops_alone.py --only batch_norm
+
+  data_format      one stride-2 convolution of D, forward and both
+                   gradients: NHWC (as trained) against NCHW;
+  batch_norm       the recipe's seven batch-norm layers, forward and both
+                   gradients: the fused kernel (as trained) against
+                   tf.nn.moments and tf.nn.batch_normalization;
+  weight_gradient  a kernel-4 convolution's weight gradient: oneDNN's (as
+                   trained) against one matrix multiply of the padded
+                   input's space_to_depth and four shifted copies of the
+                   output gradient, and that matrix multiply alone.
+
+Each pair shares a process and is timed in rounds taken in turn forwards
+and backwards; figures are medians in ms. With TF_ENABLE_ONEDNN_OPTS=0 the
+same pairs run on TensorFlow's own kernels.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import train_speed  # noqa: E402  (puts the project on the path, sets oneDNN's default)
+import hardware  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf1 = tf.compat.v1
+
+# (name, input side, input channels, output channels, kernel) of D's wide
+# convolutions: the default model's (k5) and the recipe's (half width, k4).
+CONVOLUTIONS = [("D conv1, full width, k5", 32, 64, 128, 5),
+                ("D conv2, full width, k5", 16, 128, 256, 5),
+                ("D conv1, half width, k4", 32, 32, 64, 4),
+                ("D conv2, half width, k4", 16, 64, 128, 4)]
+# [H, W, C] of the recipe's batch-norm inputs: G's four, then D's three.
+BATCH_NORM_SHAPES = [(4, 4, 256), (8, 8, 128), (16, 16, 64), (32, 32, 32),
+                     (16, 16, 64), (8, 8, 128), (4, 4, 256)]
+# (name, input side, input channels, output channels) of the recipe's D
+# convolutions with kernel 4, and one at full width.
+WEIGHT_GRADIENTS = [("D conv1, half width", 32, 32, 64), ("D conv2, half width", 16, 64, 128),
+                    ("D conv3, half width", 8, 128, 256), ("D conv1, full width, k4", 32, 64, 128)]
+
+
+def random(shape):
+    return tf.constant(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
+
+
+def scalar(*tensors):
+    """One number that depends on every tensor, to fetch instead of them."""
+    return tf.add_n([tf.reduce_sum(tf.reshape(t, [-1])[:1]) for t in tensors])
+
+
+def convolution_with_gradients(data_format, batch, side, c_in, c_out, kernel):
+    nhwc = data_format == "NHWC"
+    x = tf1.Variable(random([batch, side, side, c_in] if nhwc else [batch, c_in, side, side]))
+    w = tf1.Variable(0.02 * random([kernel, kernel, c_in, c_out]))
+    y = tf.nn.conv2d(x, w, [1, 2, 2, 1] if nhwc else [1, 1, 2, 2], "SAME",
+                     data_format=data_format)
+    dx, dw = tf.gradients(y, [x, w], grad_ys=random(y.shape.as_list()))
+    return scalar(y, dx, dw)
+
+
+def batch_norms_with_gradients(fused, batch):
+    outputs = []
+    for shape in BATCH_NORM_SHAPES:
+        x = tf1.Variable(random([batch, *shape]))
+        gamma, beta = tf1.Variable(tf.ones([shape[-1]])), tf1.Variable(tf.zeros([shape[-1]]))
+        if fused:
+            y, _, _ = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=1e-5, is_training=True)
+        else:
+            mean, variance = tf.nn.moments(x, [0, 1, 2])
+            y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, 1e-5)
+        outputs += [y, *tf.gradients(y, [x, gamma, beta], grad_ys=random(y.shape.as_list()))]
+    return scalar(*outputs)
+
+
+def shifted_matmul_weight_gradient(x, dy):
+    """The weight gradient [4, 4, C, Co] of a kernel-4, stride-2, SAME
+    convolution of x [N, H, W, C] whose output gradient is dy [N, H/2, W/2, Co].
+
+    Tap (2a + p, 2b + q) reads block (i + a, j + b), phase (p, q), of the
+    padded input's space_to_depth S, so dW[a, p, b, q] = sum over (i, j) of
+    S[i + a, j + b, (p, q)] dy[i, j]: one matrix multiply of S against dy
+    shifted by (a, b) within S's (H/2 + 1) x (W/2 + 1) grid, for all four
+    (a, b) side by side.
+    """
+    c_in, c_out = x.shape[-1], dy.shape[-1]
+    blocks = tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2)
+    shifted = tf.concat([tf.pad(dy, [[0, 0], [a, 1 - a], [b, 1 - b], [0, 0]])
+                         for a in (0, 1) for b in (0, 1)], -1)
+    products = tf.matmul(tf.reshape(blocks, [-1, 4 * c_in]),
+                         tf.reshape(shifted, [-1, 4 * c_out]), transpose_a=True)
+    products = tf.reshape(products, [2, 2, c_in, 2, 2, c_out])  # p, q, c, a, b, co
+    return tf.reshape(tf.transpose(products, [3, 0, 4, 1, 2, 5]), [4, 4, c_in, c_out])
+
+
+def weight_gradient(way, batch, side, c_in, c_out):
+    if way == "matmul alone":  # the shifted way's matrix multiply, its operands ready
+        rows = batch * (side // 2 + 1) ** 2
+        blocks = tf1.Variable(random([rows, 4 * c_in]))
+        shifted = tf1.Variable(random([rows, 4 * c_out]))
+        return scalar(tf.matmul(blocks, shifted, transpose_a=True))
+    x = tf1.Variable(random([batch, side, side, c_in]))
+    dy = tf1.Variable(random([batch, side // 2, side // 2, c_out]))
+    if way == "shifted matmul":
+        return scalar(shifted_matmul_weight_gradient(x, dy))
+    return scalar(tf1.nn.conv2d_backprop_filter(x, [4, 4, c_in, c_out], dy, [1, 2, 2, 1],
+                                                "SAME"))
+
+
+def pairs(args):
+    """(title, {way: function building the fetch in the default graph})."""
+    batch = args.batch_size
+    if "data_format" in args.only:
+        for name, *shape in CONVOLUTIONS:
+            yield name + ", forward and both gradients", {
+                way: lambda way=way, shape=shape: convolution_with_gradients(way, batch, *shape)
+                for way in ("NHWC", "NCHW")}
+    if "batch_norm" in args.only:
+        yield "the recipe's 7 batch norms, forward and both gradients", {
+            "fused": lambda: batch_norms_with_gradients(True, batch),
+            "moments": lambda: batch_norms_with_gradients(False, batch)}
+    if "weight_gradient" in args.only:
+        for name, *shape in WEIGHT_GRADIENTS:
+            yield name + ", weight gradient", {
+                way: lambda way=way, shape=shape: weight_gradient(way, batch, *shape)
+                for way in ("oneDNN", "shifted matmul", "matmul alone")}
+
+
+def time_pair(builders, args):
+    """Median ms of each way, rounds taken in turn forwards and backwards."""
+    runs = {}
+    for way, build in builders.items():
+        graph = tf.Graph()
+        with graph.as_default():
+            fetch = build()
+            session = tf1.Session(graph=graph)
+            session.run(tf1.global_variables_initializer())
+        for _ in range(args.warmup):
+            session.run(fetch)
+        runs[way] = (session, fetch)
+    times = {way: [] for way in runs}
+    for round_index in range(args.rounds):
+        for way in train_speed.alternating(runs, round_index):
+            session, fetch = runs[way]
+            started = time.perf_counter()
+            for _ in range(args.iters):
+                session.run(fetch)
+            times[way].append((time.perf_counter() - started) / args.iters)
+    for session, _ in runs.values():
+        session.close()
+    return {way: 1e3 * statistics.median(seconds) for way, seconds in times.items()}
+
+
+KINDS = ("data_format", "batch_norm", "weight_gradient")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--only", default=",".join(KINDS),
+                        help="comma-separated, from " + ", ".join(KINDS))
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=10, help="rounds (median)")
+    parser.add_argument("--iters", type=int, default=10, help="timed runs per round")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    args = parser.parse_args(argv)
+    args.only = args.only.split(",")
+    unknown = set(args.only) - set(KINDS)
+    if unknown:
+        parser.error(f"--only: {', '.join(sorted(unknown))} not among {', '.join(KINDS)}")
+    print(hardware.describe())
+    print(f"batch {args.batch_size}; median of {args.rounds} rounds x {args.iters} runs, "
+          f"taken in turn\n")
+    for title, builders in pairs(args):
+        ms = time_pair(builders, args)
+        first = next(iter(ms.values()))
+        print(f"{title}: " + ", ".join(f"{way} {value:.2f} ms ({value / first:.2f}x)"
+                                       for way, value in ms.items()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
