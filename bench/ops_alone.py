@@ -11,9 +11,13 @@ of writing it that lost ("What was measured on the way" in the README).
                    gradients: the fused kernel (as trained) against
                    tf.nn.moments and tf.nn.batch_normalization;
   weight_gradient  a kernel-4 convolution's weight gradient: oneDNN's (as
-                   trained) against one matrix multiply of the padded
-                   input's space_to_depth and four shifted copies of the
-                   output gradient, and that matrix multiply alone.
+                   every layer trains but the full-width 4x4 ones) against
+                   one matrix multiply of the padded input's space_to_depth
+                   and four shifted copies of the output gradient, that
+                   matrix multiply alone, the patches' matrix multiply (as
+                   the full-width 4x4 layers train) and the same with the
+                   patches built channels-first, so that the matrix
+                   multiply needs no transposed operand.
 
 Each pair shares a process and is timed in rounds taken in turn forwards
 and backwards; figures are medians in ms. With TF_ENABLE_ONEDNN_OPTS=0 the
@@ -31,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import train_speed  # noqa: E402  (puts the project on the path, sets oneDNN's default)
+import gan_model  # noqa: E402
 import hardware  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -47,9 +52,15 @@ CONVOLUTIONS = [("D conv1, full width, k5", 32, 64, 128, 5),
 BATCH_NORM_SHAPES = [(4, 4, 256), (8, 8, 128), (16, 16, 64), (32, 32, 32),
                      (16, 16, 64), (8, 8, 128), (4, 4, 256)]
 # (name, input side, input channels, output channels) of the recipe's D
-# convolutions with kernel 4, and one at full width.
+# convolutions with kernel 4, and two at full width: the last one is a 4x4
+# layer that trains as the patches' matrix multiply (gan_model.py).
 WEIGHT_GRADIENTS = [("D conv1, half width", 32, 32, 64), ("D conv2, half width", 16, 64, 128),
-                    ("D conv3, half width", 8, 128, 256), ("D conv1, full width, k4", 32, 64, 128)]
+                    ("D conv3, half width", 8, 128, 256), ("D conv1, full width, k4", 32, 64, 128),
+                    ("D conv3, full width, k4", 8, 256, 512)]
+
+
+WEIGHT_GRADIENT_WAYS = ("oneDNN", "shifted matmul", "matmul alone", "patch matmul",
+                        "channels-first patches")
 
 
 def random(shape):
@@ -105,6 +116,22 @@ def shifted_matmul_weight_gradient(x, dy):
     return tf.reshape(tf.transpose(products, [3, 0, 4, 1, 2, 5]), [4, 4, c_in, c_out])
 
 
+def channels_first_patch_weight_gradient(x, dy):
+    """The same weight gradient as patches^T x dy, with the patches built as
+    columns [k*k*C, N*h*w] from a channels-first copy of the padded input's
+    space_to_depth: the matrix multiply then takes both operands as they
+    are. (A transpose of row patches would not do: grappler folds it into
+    the matrix multiply as a transposed operand.)"""
+    c_in, c_out = x.shape[-1], dy.shape[-1]
+    out_h, out_w = dy.shape[1], dy.shape[2]
+    blocks = tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2)
+    blocks = tf.transpose(blocks, [3, 0, 1, 2])  # [4C, N, h + 1, w + 1]
+    columns = tf.concat([blocks[:, :, a:a + out_h, b:b + out_w] for a in (0, 1) for b in (0, 1)],
+                        0)
+    rows = tf.matmul(tf.reshape(columns, [16 * c_in, -1]), tf.reshape(dy, [-1, c_out]))
+    return gan_model._weights_from_patch_rows(rows, [4, 4, c_in, c_out])
+
+
 def weight_gradient(way, batch, side, c_in, c_out):
     if way == "matmul alone":  # the shifted way's matrix multiply, its operands ready
         rows = batch * (side // 2 + 1) ** 2
@@ -115,6 +142,11 @@ def weight_gradient(way, batch, side, c_in, c_out):
     dy = tf1.Variable(random([batch, side // 2, side // 2, c_out]))
     if way == "shifted matmul":
         return scalar(shifted_matmul_weight_gradient(x, dy))
+    if way == "patch matmul":
+        rows = tf.matmul(gan_model._patches(x, 4), tf.reshape(dy, [-1, c_out]), transpose_a=True)
+        return scalar(gan_model._weights_from_patch_rows(rows, [4, 4, c_in, c_out]))
+    if way == "channels-first patches":
+        return scalar(channels_first_patch_weight_gradient(x, dy))
     return scalar(tf1.nn.conv2d_backprop_filter(x, [4, 4, c_in, c_out], dy, [1, 2, 2, 1],
                                                 "SAME"))
 
@@ -135,7 +167,7 @@ def pairs(args):
         for name, *shape in WEIGHT_GRADIENTS:
             yield name + ", weight gradient", {
                 way: lambda way=way, shape=shape: weight_gradient(way, batch, *shape)
-                for way in ("oneDNN", "shifted matmul", "matmul alone")}
+                for way in WEIGHT_GRADIENT_WAYS}
 
 
 def time_pair(builders, args):

@@ -202,9 +202,11 @@ def test_the_race_trains_the_recipe_that_the_readme_recommends():
     assert hyperparameters["precision"] == "auto" and hyperparameters["kernel_size"] == 4
 
 
-def test_the_shifted_matmul_weight_gradient_is_the_convolutions():
-    """bench/ops_alone.py times it against oneDNN's: it must compute the same
-    gradient, on a non-square image with odd channel counts."""
+@pytest.mark.parametrize("way", ["shifted_matmul_weight_gradient",
+                                 "channels_first_patch_weight_gradient"])
+def test_the_rewritten_weight_gradients_are_the_convolutions(way):
+    """bench/ops_alone.py times them against oneDNN's: they must compute the
+    same gradient, on a non-square image with odd channel counts."""
     import numpy as np
     import tensorflow as tf
     import ops_alone
@@ -214,7 +216,7 @@ def test_the_shifted_matmul_weight_gradient_is_the_convolutions():
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
         expected, got = sess.run([
             tf.compat.v1.nn.conv2d_backprop_filter(x, [4, 4, 3, 5], dy, [1, 2, 2, 1], "SAME"),
-            ops_alone.shifted_matmul_weight_gradient(tf.constant(x), tf.constant(dy))])
+            getattr(ops_alone, way)(tf.constant(x), tf.constant(dy))])
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
@@ -226,6 +228,5 @@ def test_ops_alone_times_each_pair_it_is_asked_for(capsys):
     assert lines[0].startswith("machine: ")
     timed = [line for line in lines if " ms (" in line]
     assert len(timed) == 1 + len(ops_alone.WEIGHT_GRADIENTS)
-    assert all("oneDNN" in line and "shifted matmul" in line and "matmul alone" in line
-               for line in timed[1:])
+    assert all(f"{way} " in line for line in timed[1:] for way in ops_alone.WEIGHT_GRADIENT_WAYS)
     assert "fused" in timed[0] and "moments" in timed[0]
