@@ -17,7 +17,11 @@ of writing it that lost ("What was measured on the way" in the README).
                    matrix multiply alone, the patches' matrix multiply (as
                    the full-width 4x4 layers train) and the same with the
                    patches built channels-first, so that the matrix
-                   multiply needs no transposed operand.
+                   multiply needs no transposed operand;
+  first_layer      D's first convolution (3 channels, kernel 4), forward
+                   and weight gradient: as trained against a stride-1 2x2
+                   convolution over the padded image's space_to_depth (12
+                   channels), and that space_to_depth alone.
 
 Each pair shares a process and is timed in rounds taken in turn forwards
 and backwards; figures are medians in ms. With TF_ENABLE_ONEDNN_OPTS=0 the
@@ -151,6 +155,49 @@ def weight_gradient(way, batch, side, c_in, c_out):
                                                 "SAME"))
 
 
+def space_to_depth_weights(w):
+    """[4, 4, C, F] -> [2, 2, 4C, F]: tap (2a + p, 2b + q) of w is tap (a, b)
+    of a stride-1 convolution over the padded input's space_to_depth, at
+    that input's channel (p, q, c)."""
+    _, _, c_in, c_out = w.shape
+    w = tf.reshape(w, [2, 2, 2, 2, c_in, c_out])  # a, p, b, q, c, f
+    return tf.reshape(tf.transpose(w, [0, 2, 1, 3, 4, 5]), [2, 2, 4 * c_in, c_out])
+
+
+def weights_from_space_to_depth(w):
+    """The inverse of space_to_depth_weights."""
+    _, _, depth, c_out = w.shape
+    w = tf.reshape(w, [2, 2, 2, 2, depth // 4, c_out])  # a, b, p, q, c, f
+    return tf.reshape(tf.transpose(w, [0, 2, 1, 3, 4, 5]), [4, 4, depth // 4, c_out])
+
+
+def space_to_depth_conv2d(x, w):
+    """tf.nn.conv2d(x, w, stride 2, SAME) for a kernel-4 w, as a stride-1
+    2x2 convolution over the padded input's space_to_depth, and its weight
+    gradient for the output gradient dy: (y, a function of dy)."""
+    blocks = tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2)
+    y = tf.nn.conv2d(blocks, space_to_depth_weights(w), [1, 1, 1, 1], "VALID")
+
+    def weight_gradient(dy):
+        return weights_from_space_to_depth(tf1.nn.conv2d_backprop_filter(
+            blocks, [2, 2, blocks.shape[-1], w.shape[-1]], dy, [1, 1, 1, 1], "VALID"))
+    return y, weight_gradient
+
+
+def first_layer(way, batch, df_dim):
+    x = tf1.Variable(random([batch, 64, 64, 3]))
+    w = tf1.Variable(0.02 * random([4, 4, 3, df_dim]))
+    dy = tf1.Variable(random([batch, 32, 32, df_dim]))
+    if way == "space_to_depth alone":
+        return scalar(tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2))
+    if way == "space_to_depth":
+        y, weight_gradient = space_to_depth_conv2d(x, w)
+        return scalar(y, weight_gradient(dy))
+    y = tf.nn.conv2d(x, w, [1, 2, 2, 1], "SAME")
+    return scalar(y, tf1.nn.conv2d_backprop_filter(x, [4, 4, 3, df_dim], dy, [1, 2, 2, 1],
+                                                   "SAME"))
+
+
 def pairs(args):
     """(title, {way: function building the fetch in the default graph})."""
     batch = args.batch_size
@@ -168,6 +215,11 @@ def pairs(args):
             yield name + ", weight gradient", {
                 way: lambda way=way, shape=shape: weight_gradient(way, batch, *shape)
                 for way in WEIGHT_GRADIENT_WAYS}
+    if "first_layer" in args.only:
+        for name, df_dim in (("half width", 32), ("full width", 64)):
+            yield f"D conv0, {name}, k4, forward and weight gradient", {
+                way: lambda way=way, df_dim=df_dim: first_layer(way, batch, df_dim)
+                for way in ("as trained", "space_to_depth", "space_to_depth alone")}
 
 
 def time_pair(builders, args):
@@ -195,7 +247,7 @@ def time_pair(builders, args):
     return {way: 1e3 * statistics.median(seconds) for way, seconds in times.items()}
 
 
-KINDS = ("data_format", "batch_norm", "weight_gradient")
+KINDS = ("data_format", "batch_norm", "weight_gradient", "first_layer")
 
 
 def main(argv=None):

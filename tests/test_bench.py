@@ -220,13 +220,39 @@ def test_the_rewritten_weight_gradients_are_the_convolutions(way):
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
+def test_the_space_to_depth_first_layer_is_the_convolution():
+    """bench/ops_alone.py times it against the convolution as trained: it
+    must compute the same output and weight gradient."""
+    import numpy as np
+    import tensorflow as tf
+    import ops_alone
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal([2, 8, 6, 3], dtype=np.float32)
+    w = rng.standard_normal([4, 4, 3, 5], dtype=np.float32)
+    dy = rng.standard_normal([2, 4, 3, 5], dtype=np.float32)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        y, weight_gradient = ops_alone.space_to_depth_conv2d(tf.constant(x), tf.constant(w))
+        got = sess.run([y, weight_gradient(tf.constant(dy))])
+        expected = sess.run([
+            tf.nn.conv2d(x, w, [1, 2, 2, 1], "SAME"),
+            tf.compat.v1.nn.conv2d_backprop_filter(x, [4, 4, 3, 5], dy, [1, 2, 2, 1], "SAME")])
+    for value, reference in zip(got, expected):
+        assert np.abs(value - reference).max() <= 1e-5 * np.abs(reference).max()
+
+
 def test_ops_alone_times_each_pair_it_is_asked_for(capsys):
     import ops_alone
-    assert ops_alone.main(["--only", "batch_norm,weight_gradient", "--batch_size", "2",
-                           "--rounds", "1", "--iters", "1", "--warmup", "0"]) == 0
+    assert ops_alone.main(["--only", "batch_norm,weight_gradient,first_layer",
+                           "--batch_size", "2", "--rounds", "1", "--iters", "1",
+                           "--warmup", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("machine: ")
     timed = [line for line in lines if " ms (" in line]
-    assert len(timed) == 1 + len(ops_alone.WEIGHT_GRADIENTS)
-    assert all(f"{way} " in line for line in timed[1:] for way in ops_alone.WEIGHT_GRADIENT_WAYS)
+    weight_gradients = timed[1:1 + len(ops_alone.WEIGHT_GRADIENTS)]
+    first_layers = timed[1 + len(ops_alone.WEIGHT_GRADIENTS):]
     assert "fused" in timed[0] and "moments" in timed[0]
+    assert all(f"{way} " in line for line in weight_gradients
+               for way in ops_alone.WEIGHT_GRADIENT_WAYS)
+    assert len(first_layers) == 2
+    assert all(line.startswith("D conv0") and "space_to_depth alone " in line
+               for line in first_layers)
