@@ -61,8 +61,6 @@ BATCH_NORM_SHAPES = [(4, 4, 256), (8, 8, 128), (16, 16, 64), (32, 32, 32),
 WEIGHT_GRADIENTS = [("D conv1, half width", 32, 32, 64), ("D conv2, half width", 16, 64, 128),
                     ("D conv3, half width", 8, 128, 256), ("D conv1, full width, k4", 32, 64, 128),
                     ("D conv3, full width, k4", 8, 256, 512)]
-
-
 WEIGHT_GRADIENT_WAYS = ("oneDNN", "shifted matmul", "matmul alone", "patch matmul",
                         "channels-first patches")
 
@@ -100,6 +98,12 @@ def batch_norms_with_gradients(fused, batch):
     return scalar(*outputs)
 
 
+def padded_blocks(x):
+    """The space_to_depth (2x2 blocks) of x padded by one pixel on each side,
+    as a kernel-4, stride-2, SAME convolution pads it."""
+    return tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2)
+
+
 def shifted_matmul_weight_gradient(x, dy):
     """The weight gradient [4, 4, C, Co] of a kernel-4, stride-2, SAME
     convolution of x [N, H, W, C] whose output gradient is dy [N, H/2, W/2, Co].
@@ -111,7 +115,7 @@ def shifted_matmul_weight_gradient(x, dy):
     (a, b) side by side.
     """
     c_in, c_out = x.shape[-1], dy.shape[-1]
-    blocks = tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2)
+    blocks = padded_blocks(x)
     shifted = tf.concat([tf.pad(dy, [[0, 0], [a, 1 - a], [b, 1 - b], [0, 0]])
                          for a in (0, 1) for b in (0, 1)], -1)
     products = tf.matmul(tf.reshape(blocks, [-1, 4 * c_in]),
@@ -128,7 +132,7 @@ def channels_first_patch_weight_gradient(x, dy):
     the matrix multiply as a transposed operand.)"""
     c_in, c_out = x.shape[-1], dy.shape[-1]
     out_h, out_w = dy.shape[1], dy.shape[2]
-    blocks = tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2)
+    blocks = padded_blocks(x)
     blocks = tf.transpose(blocks, [3, 0, 1, 2])  # [4C, N, h + 1, w + 1]
     columns = tf.concat([blocks[:, :, a:a + out_h, b:b + out_w] for a in (0, 1) for b in (0, 1)],
                         0)
@@ -175,7 +179,7 @@ def space_to_depth_conv2d(x, w):
     """tf.nn.conv2d(x, w, stride 2, SAME) for a kernel-4 w, as a stride-1
     2x2 convolution over the padded input's space_to_depth, and its weight
     gradient for the output gradient dy: (y, a function of dy)."""
-    blocks = tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2)
+    blocks = padded_blocks(x)
     y = tf.nn.conv2d(blocks, space_to_depth_weights(w), [1, 1, 1, 1], "VALID")
 
     def weight_gradient(dy):
@@ -189,7 +193,7 @@ def first_layer(way, batch, df_dim):
     w = tf1.Variable(0.02 * random([4, 4, 3, df_dim]))
     dy = tf1.Variable(random([batch, 32, 32, df_dim]))
     if way == "space_to_depth alone":
-        return scalar(tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2))
+        return scalar(padded_blocks(x))
     if way == "space_to_depth":
         y, weight_gradient = space_to_depth_conv2d(x, w)
         return scalar(y, weight_gradient(dy))
