@@ -395,8 +395,19 @@ def _subpixel_conv2d_transpose(x, w, *bias):
         # image took 0.9 ms more a call (G's last layer at batch 64).
         y = tf.nn.bias_add(y, tf.tile(bias[0], [4]))
     height, width = x.shape[1], x.shape[2]
-    y = tf.nn.depth_to_space(y, 2)
+    y = _few_channel_depth_to_space(y)
     return y[:, shift:shift + 2 * height, shift:shift + 2 * width, :]
+
+
+def _few_channel_depth_to_space(y):
+    """tf.nn.depth_to_space(y, 2) as a reshape and a transpose: the same
+    values, and at the sub-pixel layers' 12 channels in less than half the
+    time of TensorFlow's kernel (bench/ops_alone.py --only depth_to_space);
+    at a hundred channels and more the kernel is as fast or faster."""
+    _, height, width, depth = y.shape
+    y = tf.reshape(y, [-1, height, width, 2, 2, depth // 4])
+    return tf.reshape(tf.transpose(y, [0, 1, 3, 2, 4, 5]),
+                      [-1, 2 * height, 2 * width, depth // 4])
 
 
 def _subpixel_conv2d_transpose_with_native_gradients(x, w, *bias):

@@ -21,7 +21,11 @@ of writing it that lost ("What was measured on the way" in the README).
   first_layer      D's first convolution (3 channels, kernel 4), forward
                    and weight gradient: as trained against a stride-1 2x2
                    convolution over the padded image's space_to_depth (12
-                   channels), and that space_to_depth alone.
+                   channels), and that space_to_depth alone, written as a
+                   reshape and a transpose or as tf.nn.space_to_depth;
+  depth_to_space   the sub-pixel layers' depth_to_space (12 channels to 3,
+                   and one with many channels): a reshape and a transpose
+                   (as trained) against tf.nn.depth_to_space.
 
 Each pair shares a process and is timed in rounds taken in turn forwards
 and backwards; figures are medians in ms. With TF_ENABLE_ONEDNN_OPTS=0 the
@@ -61,6 +65,12 @@ BATCH_NORM_SHAPES = [(4, 4, 256), (8, 8, 128), (16, 16, 64), (32, 32, 32),
 WEIGHT_GRADIENTS = [("D conv1, half width", 32, 32, 64), ("D conv2, half width", 16, 64, 128),
                     ("D conv3, half width", 8, 128, 256), ("D conv1, full width, k4", 32, 64, 128),
                     ("D conv3, full width, k4", 8, 256, 512)]
+# (name, [H, W, C]) of depth_to_space inputs: G's last layer at kernel 4
+# and 5 (its sub-pixel convolution's 12 channels), and the many channels of
+# the full-width overlap-add, which keeps tf.nn.depth_to_space.
+DEPTH_TO_SPACE_SHAPES = [("G's last layer, k4", [33, 33, 12]), ("G's last layer, k5", [32, 32, 12]),
+                         ("the overlap-add of D's last input gradient, full width",
+                          [5, 5, 1024])]
 WEIGHT_GRADIENT_WAYS = ("oneDNN", "shifted matmul", "matmul alone", "patch matmul",
                         "channels-first patches")
 
@@ -100,8 +110,14 @@ def batch_norms_with_gradients(fused, batch):
 
 def padded_blocks(x):
     """The space_to_depth (2x2 blocks) of x padded by one pixel on each side,
-    as a kernel-4, stride-2, SAME convolution pads it."""
-    return tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2)
+    as a kernel-4, stride-2, SAME convolution pads it. Written as a reshape
+    and a transpose, the same values as tf.nn.space_to_depth, whose kernel
+    is several times slower at 3 channels (--only first_layer)."""
+    x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    _, height, width, channels = x.shape
+    x = tf.reshape(x, [-1, height // 2, 2, width // 2, 2, channels])
+    return tf.reshape(tf.transpose(x, [0, 1, 3, 2, 4, 5]),
+                      [-1, height // 2, width // 2, 4 * channels])
 
 
 def shifted_matmul_weight_gradient(x, dy):
@@ -194,12 +210,21 @@ def first_layer(way, batch, df_dim):
     dy = tf1.Variable(random([batch, 32, 32, df_dim]))
     if way == "space_to_depth alone":
         return scalar(padded_blocks(x))
+    if way == "tf.nn.space_to_depth alone":
+        return scalar(tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2))
     if way == "space_to_depth":
         y, weight_gradient = space_to_depth_conv2d(x, w)
         return scalar(y, weight_gradient(dy))
     y = tf.nn.conv2d(x, w, [1, 2, 2, 1], "SAME")
     return scalar(y, tf1.nn.conv2d_backprop_filter(x, [4, 4, 3, df_dim], dy, [1, 2, 2, 1],
                                                    "SAME"))
+
+
+def depth_to_space(way, shape):
+    y = tf1.Variable(random(shape))
+    if way == "reshape and transpose":
+        return scalar(gan_model._few_channel_depth_to_space(y))
+    return scalar(tf.nn.depth_to_space(y, 2))
 
 
 def pairs(args):
@@ -223,7 +248,13 @@ def pairs(args):
         for name, df_dim in (("half width", 32), ("full width", 64)):
             yield f"D conv0, {name}, k4, forward and weight gradient", {
                 way: lambda way=way, df_dim=df_dim: first_layer(way, batch, df_dim)
-                for way in ("as trained", "space_to_depth", "space_to_depth alone")}
+                for way in ("as trained", "space_to_depth", "space_to_depth alone",
+                            "tf.nn.space_to_depth alone")}
+    if "depth_to_space" in args.only:
+        for name, shape in DEPTH_TO_SPACE_SHAPES:
+            yield f"depth_to_space of {name} {shape}", {
+                way: lambda way=way, shape=shape: depth_to_space(way, [batch, *shape])
+                for way in ("reshape and transpose", "tf.nn.depth_to_space")}
 
 
 def time_pair(builders, args):
@@ -251,7 +282,7 @@ def time_pair(builders, args):
     return {way: 1e3 * statistics.median(seconds) for way, seconds in times.items()}
 
 
-KINDS = ("data_format", "batch_norm", "weight_gradient", "first_layer")
+KINDS = ("data_format", "batch_norm", "weight_gradient", "first_layer", "depth_to_space")
 
 
 def main(argv=None):

@@ -242,17 +242,20 @@ def test_the_space_to_depth_first_layer_is_the_convolution():
 
 def test_ops_alone_times_each_pair_it_is_asked_for(capsys):
     import ops_alone
-    assert ops_alone.main(["--only", "batch_norm,weight_gradient,first_layer",
+    assert ops_alone.main(["--only", "batch_norm,weight_gradient,first_layer,depth_to_space",
                            "--batch_size", "2", "--rounds", "1", "--iters", "1",
                            "--warmup", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("machine: ")
     timed = [line for line in lines if " ms (" in line]
-    weight_gradients = timed[1:1 + len(ops_alone.WEIGHT_GRADIENTS)]
-    first_layers = timed[1 + len(ops_alone.WEIGHT_GRADIENTS):]
+    weight_gradients, first_layers, depth_to_spaces = (
+        timed[1:6], timed[6:8], timed[8:])
+    assert len(weight_gradients) == len(ops_alone.WEIGHT_GRADIENTS)
+    assert len(depth_to_spaces) == len(ops_alone.DEPTH_TO_SPACE_SHAPES)
     assert "fused" in timed[0] and "moments" in timed[0]
     assert all(f"{way} " in line for line in weight_gradients
                for way in ops_alone.WEIGHT_GRADIENT_WAYS)
-    assert len(first_layers) == 2
-    assert all(line.startswith("D conv0") and "space_to_depth alone " in line
+    assert all(line.startswith("D conv0") and "tf.nn.space_to_depth alone " in line
                for line in first_layers)
+    assert all(line.startswith("depth_to_space of ") and "tf.nn.depth_to_space " in line
+               for line in depth_to_spaces)

@@ -271,6 +271,19 @@ def test_subpixel_layers_match_tensorflows_convolutions(kernel_size):
             assert error < PATCH_MATMUL_TOLERANCE, (name, what, error)
 
 
+def test_the_few_channel_depth_to_space_is_tensorflows():
+    """The same values as tf.nn.depth_to_space, exactly, on a non-square
+    input whose batch size is known only at run time."""
+    import gan_model
+    y = np.random.default_rng(2).normal(size=(2, 3, 5, 12)).astype(np.float32)
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        fed = tf1.placeholder(tf.float32, [None, 3, 5, 12])
+        ours, theirs = sess.run([gan_model._few_channel_depth_to_space(fed),
+                                 tf.nn.depth_to_space(fed, 2)], {fed: y})
+    assert ours.shape == (2, 6, 10, 3)
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def test_only_the_3_channel_layers_are_subpixel_convolutions():
     with built() as parts:
         # A sub-pixel convolution is the graph's only stride-1 convolution.
