@@ -248,10 +248,10 @@ def test_ops_alone_times_each_pair_it_is_asked_for(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("machine: ")
     timed = [line for line in lines if " ms (" in line]
-    weight_gradients, first_layers, depth_to_spaces = (
-        timed[1:6], timed[6:8], timed[8:])
-    assert len(weight_gradients) == len(ops_alone.WEIGHT_GRADIENTS)
-    assert len(depth_to_spaces) == len(ops_alone.DEPTH_TO_SPACE_SHAPES)
+    weights = len(ops_alone.WEIGHT_GRADIENTS)
+    assert len(timed) == 1 + weights + 2 + len(ops_alone.DEPTH_TO_SPACE_SHAPES)
+    weight_gradients = timed[1:1 + weights]
+    first_layers, depth_to_spaces = timed[1 + weights:3 + weights], timed[3 + weights:]
     assert "fused" in timed[0] and "moments" in timed[0]
     assert all(f"{way} " in line for line in weight_gradients
                for way in ops_alone.WEIGHT_GRADIENT_WAYS)
