@@ -178,17 +178,17 @@ def weight_gradient(way, batch, side, c_in, c_out):
 def space_to_depth_weights(w):
     """[4, 4, C, F] -> [2, 2, 4C, F]: tap (2a + p, 2b + q) of w is tap (a, b)
     of a stride-1 convolution over the padded input's space_to_depth, at
-    that input's channel (p, q, c)."""
+    that input's channel (p, q, c): the patch rows of gan_model, in the
+    shape of a 2x2 kernel."""
     _, _, c_in, c_out = w.shape
-    w = tf.reshape(w, [2, 2, 2, 2, c_in, c_out])  # a, p, b, q, c, f
-    return tf.reshape(tf.transpose(w, [0, 2, 1, 3, 4, 5]), [2, 2, 4 * c_in, c_out])
+    return tf.reshape(gan_model._patch_rows(w), [2, 2, 4 * c_in, c_out])
 
 
 def weights_from_space_to_depth(w):
     """The inverse of space_to_depth_weights."""
     _, _, depth, c_out = w.shape
-    w = tf.reshape(w, [2, 2, 2, 2, depth // 4, c_out])  # a, b, p, q, c, f
-    return tf.reshape(tf.transpose(w, [0, 2, 1, 3, 4, 5]), [4, 4, depth // 4, c_out])
+    return gan_model._weights_from_patch_rows(tf.reshape(w, [-1, c_out]),
+                                              [4, 4, depth // 4, c_out])
 
 
 def space_to_depth_conv2d(x, w):
