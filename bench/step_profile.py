@@ -151,6 +151,58 @@ def print_table(wall, groups, layer_flops, batch_size, matmul_rate_gflops):
         print(f"{group:22s} {'':16s} {calls:5.0f} {seconds * 1e3:7.1f} {seconds / total:6.1%}")
 
 
+def goal_bound(groups, layer_flops, batch_size, matmul_rate_gflops):
+    """The op time of one iteration, and what it would be with faster layers.
+
+    Returns (op seconds, the layer passes' seconds, the layer passes'
+    seconds with each pass at the matrix-multiply rate or at its own time
+    where that is faster). The last is what no rewriting of a layer that
+    stays at or below the yardstick's rate can beat.
+    """
+    total = sum(seconds for seconds, _ in groups.values())
+    layers = at_rate = 0.0
+    for (group, pass_name), (seconds, calls) in groups.items():
+        if group in layer_flops and pass_name:
+            layers += seconds
+            work = calls * batch_size * layer_flops[group]
+            at_rate += min(seconds, work / (matmul_rate_gflops * 1e9))
+    return total, layers, at_rate
+
+
+def print_goal(goal, reference, reference_seconds, step_seconds, bound):
+    """How one op-at-a-time iteration (`bound`, from goal_bound) stands
+    against a step `goal` times faster than `reference`'s.
+
+    The goal is a ratio of the timed steps (`step_seconds`, ours, timed
+    interleaved with `reference_seconds`), so the op time it allows is the
+    traced op time over the speedup the goal needs: the trace runs later,
+    when the machine may be faster or slower than while timing.
+    """
+    total, layers, at_rate = bound
+    speedup = step_seconds * goal / reference_seconds
+    allowed = total / speedup
+    print(f"\nthe goal, {goal:.2f}x the {reference}'s steps: {reference_seconds / goal:.3f} s "
+          f"an iteration against {step_seconds:.3f} ({reference}: {reference_seconds:.3f}), "
+          f"{speedup:.2f}x faster; one op at a time, {allowed * 1e3:.1f} of the "
+          f"{total * 1e3:.1f} ms")
+    print(f"  the layers {layers * 1e3:.1f} ms, everything else {(total - layers) * 1e3:.1f} ms")
+    print(f"  every layer pass at the matrix-multiply rate (or its own time where "
+          f"faster): the layers {at_rate * 1e3:.1f} ms, op time "
+          f"{(total - layers + at_rate) * 1e3:.1f} ms")
+    if layers > allowed:
+        verdict = "the layers alone take longer than the goal allows, everything else free"
+    elif total - layers + at_rate > allowed:
+        verdict = ("the goal is out of reach even with every layer pass at the "
+                   "matrix-multiply rate")
+    elif total > allowed:
+        verdict = (f"the goal needs {(total - allowed) * 1e3:.1f} ms less op time, "
+                   f"{(total - allowed) / (layers - at_rate):.0%} of what the layers "
+                   f"lose below the matrix-multiply rate")
+    else:
+        verdict = "the step is already as fast as the goal asks"
+    print(f"  -> {verdict}")
+
+
 def onednn_primitives(command, marker):
     """oneDNN's own time per primitive kind, from ONEDNN_VERBOSE=1 output.
 

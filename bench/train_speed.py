@@ -31,7 +31,11 @@ at a time, and prints each layer's forward, input gradient and weight
 gradient with its share of the step and of the matrix-multiply rate, then
 the rest (batch norm, activations, losses, Adam, the EMA, the finiteness
 check), and oneDNN's own time per primitive kind, reorders included
-(bench/step_profile.py).
+(bench/step_profile.py). With a PyTorch row to weigh it against (--torch,
+or --recipe), it then sets that op time against the step the goal allows
+(GOALS: 1.25x the same network in PyTorch, 1.5x the example), and against
+the op time with every layer pass at the matrix-multiply rate, and says
+which of the two stands in the goal's way.
 
 TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads, so --onednn
 times each setting in a child process of its own, one after the other, and
@@ -65,6 +69,11 @@ import training_graph  # noqa: E402
 from gan_model import HParams  # noqa: E402
 
 tf1 = tf.compat.v1
+# The step time that --profile weighs its op time against, as a multiple of
+# a PyTorch row's speed: the default model against the same network in
+# PyTorch, and the recipe against the PyTorch example (README, "Speed").
+GOALS = {"pytorch fp32": 1.25, "pytorch example": 1.5}
+
 
 def layer_flops(hparams):
     """Forward multiply-add FLOPs per image: {"G linear": flops, ..., "D linear": flops}."""
@@ -296,8 +305,11 @@ def main(argv=None):
     print_speeds(args, base, times, matmul_rates)
     if args.profile:
         first = next(iter(runners.values()))
+        reference = next((name for name in GOALS if name in times), None)
         profile(args, first.hparams, matmul_rates["bf16" if first.hparams.precision == "bf16"
-                                                    else "fp32"])
+                                                    else "fp32"],
+                reference and (reference, statistics.median(times[reference]),
+                               statistics.median(times[next(iter(runners))])))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
             {name: args.batch_size / statistics.median(seconds)
@@ -334,8 +346,10 @@ def print_speeds(args, base, times, matmul_rates):
         print(line)
 
 
-def profile(args, hparams, matmul_rate_gflops):
-    """Trace --profile iterations one op at a time and print where the time went."""
+def profile(args, hparams, matmul_rate_gflops, reference=None):
+    """Trace --profile iterations one op at a time and print where the time
+    went; then, given `reference` (a GOALS name, its seconds per iteration,
+    and the profiled step's), how that op time stands against the goal."""
     runner = TensorFlowRun(hparams, inter_op_threads=1)
     for _ in range(args.warmup):
         runner.step()
@@ -343,8 +357,14 @@ def profile(args, hparams, matmul_rate_gflops):
     for _ in range(args.profile):
         runner.step(traced)
     print(f"\nwhere the time goes ({hparams.precision}, {args.profile} traced iterations):")
-    step_profile.print_table(traced.wall / args.profile, traced.groups(args.profile),
+    groups = traced.groups(args.profile)
+    step_profile.print_table(traced.wall / args.profile, groups,
                              layer_flops(hparams), hparams.batch_size, matmul_rate_gflops)
+    if reference:
+        name, reference_seconds, step_seconds = reference
+        step_profile.print_goal(GOALS[name], name, reference_seconds, step_seconds,
+                                step_profile.goal_bound(
+            groups, layer_flops(hparams), hparams.batch_size, matmul_rate_gflops))
     marker = "-- oneDNN log from here --"
     command = [sys.executable, __file__, "--onednn_log_marker", marker,
                "--precisions", hparams.precision, "--gf_dim", str(args.gf_dim),

@@ -85,6 +85,25 @@ def test_the_pytorch_example_gets_a_flop_rate_only_where_it_does_the_recipes_wor
     assert len(capsys.readouterr().out.splitlines()[-1].split()) == len(example) - 2
 
 
+def test_the_goal_bound_puts_each_layer_pass_at_the_rate_or_its_own_time(capsys):
+    flops = {"G deconv1": 1e9, "D conv1": 2e9}  # per image; batch 1, rate 10 GFLOP/s
+    groups = {("G deconv1", "forward"): [0.5, 1],         # 0.1 s at the rate
+              ("D conv1", "input gradient"): [0.3, 2],    # faster than the rate's 0.4 s
+              ("batch norm", None): [0.6, 5], ("other", None): [0.1, 3]}
+    bound = step_profile.goal_bound(groups, flops, 1, 10.0)
+    assert bound == pytest.approx((1.5, 0.8, 0.4))
+    verdicts = {}
+    # Timed, the step took 3 s; the goal allows `allowed` of the op time's 1.5 s.
+    for allowed in (0.7, 1.0, 1.2, 2.0):
+        step_profile.print_goal(1.5, "pytorch example", 3 * allowed, 3.0, bound)
+        verdicts[allowed] = capsys.readouterr().out.strip().splitlines()
+    assert "one op at a time, 700.0 of the 1500.0 ms" in verdicts[0.7][0]
+    assert "the layers alone take longer" in verdicts[0.7][-1]
+    assert "out of reach even with every layer pass at the" in verdicts[1.0][-1]
+    assert "needs 300.0 ms less op time, 75% of what the layers lose" in verdicts[1.2][-1]
+    assert "already as fast as the goal asks" in verdicts[2.0][-1]
+
+
 @pytest.mark.parametrize("schedule, kernel_size", [("classic", 5), ("reuse_fake", 4)])
 def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, monkeypatch):
     import gan_model
