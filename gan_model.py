@@ -1,7 +1,9 @@
 """The DCGAN graph: generator, discriminator, batch norm, losses, Adam ops.
 
 Graph code only: no file reading, no Session, no printing, so it can be
-built in tests, in training and in prediction alike. Written against
+built in tests, in training and in prediction alike. A few layers are
+written for the kernels of the machine that builds the graph (the
+*_MAX_PIXELS and *_WEIGHTS constants, and hardware.py). Written against
 `tf.compat.v1` with raw `tf.nn` ops, because `tf.contrib` and
 `tf.compat.v1.layers` no longer exist on TensorFlow 2.21.
 """
@@ -9,6 +11,7 @@ built in tests, in training and in prediction alike. Written against
 import dataclasses
 import math
 
+import hardware  # before TensorFlow: it sets the oneDNN default
 import tensorflow as tf
 
 from cli_flags import below, flag_field
@@ -247,6 +250,18 @@ PATCH_MATMUL_MIN_FP32_WEIGHTS = 2 ** 20
 # --profile), and about twice as fast as 12. Wider layers lose: the
 # depth-to-space copy then costs more than it saves.
 SUBPIXEL_MAX_CHANNELS = 4
+# Where oneDNN runs without AVX-512 (hardware.onednn_without_avx512: an
+# AVX2-only CPU), the layers left to its kernels whose small side has at
+# most this many pixels (the recipe's D conv3 and G deconv1, 8x8 <-> 4x4 at
+# half width) take their weight gradient as one stride-1 convolution over
+# the batch (_dilated_weight_gradient). oneDNN's AVX2 weight-gradient
+# kernel ran those at about two thirds of the matrix-multiply rate; its
+# forward convolution runs near the full rate. Measured with oneDNN held to
+# AVX2 on a Zen 4: D conv3 alone 6.6 against 7.9 ms at half width (0.84x
+# at full width, k5), the recipe's step 1.015x and 1.023x. At 8x8 and more
+# pixels it lost (1.17-1.22x alone), and with AVX-512 everywhere (1.18x
+# alone, the step 0.981x).
+DILATED_WEIGHT_GRADIENT_MAX_PIXELS = 16
 
 
 def linear(x, units, stddev, name, bias=True):
@@ -270,6 +285,8 @@ def conv2d(x, filters, stddev, name, bias=True, kernel_size=5):
             y = _patch_matmul_conv2d(x, w)
         elif x.shape[-1] <= SUBPIXEL_MAX_CHANNELS:
             y = _conv2d_with_subpixel_input_gradient(x, w)
+        elif _dilated_weight_gradient_pays((x.shape[1] // 2) * (x.shape[2] // 2)):
+            y = _conv2d_with_dilated_weight_gradient(x, w)
         else:
             y = tf.nn.conv2d(x, w, strides=STRIDES, padding="SAME")
         return _add_bias(y, filters) if bias else y
@@ -292,6 +309,8 @@ def deconv2d(x, filters, stddev, name, bias=True, kernel_size=5):
             # Its bias goes inside, into the sub-pixel convolution.
             return _subpixel_conv2d_transpose_with_native_gradients(
                 x, w, *([_bias(filters, x.dtype)] if bias else []))
+        elif _dilated_weight_gradient_pays(x.shape[1] * x.shape[2]):
+            y = _conv2d_transpose_with_dilated_weight_gradient(x, w)
         else:
             y = _conv2d_transpose(x, w)
         # No fusion takes a transposed convolution's bias.
@@ -304,6 +323,13 @@ def _runs_as_patch_matmul(small_side_pixels, w):
     return (small_side_pixels <= PATCH_MATMUL_MAX_PIXELS and
             (w.dtype != tf.float32 or
              w.shape.num_elements() >= PATCH_MATMUL_MIN_FP32_WEIGHTS))
+
+
+def _dilated_weight_gradient_pays(small_side_pixels):
+    """True for the layers that DILATED_WEIGHT_GRADIENT_MAX_PIXELS gives to
+    _dilated_weight_gradient, on this machine."""
+    return (small_side_pixels <= DILATED_WEIGHT_GRADIENT_MAX_PIXELS
+            and hardware.onednn_without_avx512())
 
 
 def _patches(x, kernel_size):
@@ -438,6 +464,50 @@ def _conv2d_with_subpixel_input_gradient(x, w):
             return dx, dw
         return tf.nn.conv2d(x, w, strides=STRIDES, padding="SAME"), gradient
     return convolve(x, w)
+
+
+def _dilated_weight_gradient(x, dy, kernel_size):
+    """The weight gradient [k, k, C, F] of a stride-2 SAME convolution of
+    x [N, H, W, C] whose output gradient is dy [N, H/2, W/2, F].
+
+    Tap (a, b) of it is the sum over n, i, j of padded x[n, 2i + a, 2j + b]
+    times dy[n, i, j]: a stride-1 convolution of the padded x, with its C
+    channels as the images and its batch as the channels, by dy as a
+    filter [H/2, W/2, N, F] dilated by 2, whose k x k output pixels are
+    the taps.
+    """
+    before = (kernel_size - 2) // 2
+    padding = [before, kernel_size - 2 - before]
+    images = tf.transpose(tf.pad(x, [[0, 0], padding, padding, [0, 0]]), [3, 1, 2, 0])
+    taps = tf.nn.conv2d(images, tf.transpose(dy, [1, 2, 0, 3]), [1, 1, 1, 1], "VALID",
+                        dilations=[1, 2, 2, 1], name="weight_gradient")
+    return tf.transpose(taps, [1, 2, 0, 3])
+
+
+def _conv2d_with_dilated_weight_gradient(x, w):
+    """tf.nn.conv2d(x, w, stride 2, SAME); its input gradient TensorFlow's
+    own, its weight gradient _dilated_weight_gradient."""
+    @tf.custom_gradient
+    def convolve(x, w):
+        def gradient(dy):
+            dx = tf1.nn.conv2d_backprop_input(tf.shape(x), w, dy, STRIDES, "SAME",
+                                              name="input_gradient")
+            return dx, _dilated_weight_gradient(x, dy, w.shape[0])
+        return tf.nn.conv2d(x, w, strides=STRIDES, padding="SAME"), gradient
+    return convolve(x, w)
+
+
+def _conv2d_transpose_with_dilated_weight_gradient(x, w):
+    """The transposed convolution of _conv2d_transpose; its input gradient
+    TensorFlow's own (a stride-2 convolution of dy), its weight gradient
+    _dilated_weight_gradient with the roles of x and dy swapped."""
+    @tf.custom_gradient
+    def transpose(x, w):
+        def gradient(dy):
+            dx = tf.nn.conv2d(dy, w, STRIDES, "SAME", name="input_gradient")
+            return dx, _dilated_weight_gradient(dy, x, w.shape[0])
+        return _conv2d_transpose(x, w), gradient
+    return transpose(x, w)
 
 
 def _patch_matmul_conv2d(x, w):

@@ -35,6 +35,8 @@ ONEDNN_ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
 # TensorFlow's bf16 convolutions fail ("could not create a primitive").
 ONEDNN_ISAS_EMULATING_BF16 = ("AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI")
+# Its values that keep oneDNN from AVX-512.
+ONEDNN_ISAS_WITHOUT_AVX512 = ONEDNN_ISAS_WITHOUT_BF16 + ("AVX2_VNNI_2",)
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
 
@@ -203,6 +205,22 @@ def native_bf16(cpu_flags=None, gpus=None, environ=os.environ):
     if have:
         return True, f"the CPU has {' and '.join(have)}"
     return False, f"the CPU has neither {' nor '.join(BF16_CPU_FLAGS)}"
+
+
+def onednn_without_avx512(cpu_flags=None, gpus=None, environ=os.environ):
+    """True where the graph runs on oneDNN's CPU kernels and none of them use
+    AVX-512: an x86 CPU without it (AVX2 only), or one that
+    ONEDNN_MAX_CPU_ISA holds below it. False where GPUs take the graph, and
+    with TensorFlow's own kernels (TF_ENABLE_ONEDNN_OPTS=0)."""
+    if (platform.machine().lower() not in X86_MACHINES
+            or environ.get(ONEDNN_VARIABLE) == "0"):
+        return False
+    if gpu_capabilities() if gpus is None else gpus:
+        return False
+    if onednn_isa_cap(environ) in ONEDNN_ISAS_WITHOUT_AVX512:
+        return True
+    cpu_flags = cpu_model_and_flags()[1] if cpu_flags is None else cpu_flags
+    return "avx512f" not in cpu_flags
 
 
 def resolve_precision(requested, cpu_flags=None, gpus=None, environ=os.environ):

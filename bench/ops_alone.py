@@ -11,13 +11,16 @@ of writing it that lost ("What was measured on the way" in the README).
                    gradients: the fused kernel (as trained) against
                    tf.nn.moments and tf.nn.batch_normalization;
   weight_gradient  a kernel-4 convolution's weight gradient: oneDNN's (as
-                   every layer trains but the full-width 4x4 ones) against
+                   the wide layers train, but the 4x4 ones) against
                    one matrix multiply of the padded input's space_to_depth
                    and four shifted copies of the output gradient, that
                    matrix multiply alone, the patches' matrix multiply (as
                    the full-width 4x4 layers train) and the same with the
                    patches built channels-first, so that the matrix
-                   multiply needs no transposed operand;
+                   multiply needs no transposed operand, and one
+                   stride-1 convolution over the batch with the output
+                   gradient as a dilated filter (as the half-width 4x4
+                   layers train where oneDNN has no AVX-512);
   first_layer      D's first convolution (3 channels, kernel 4), forward
                    and weight gradient: as trained against a stride-1 2x2
                    convolution over the padded image's space_to_depth (12
@@ -72,7 +75,7 @@ DEPTH_TO_SPACE_SHAPES = [("G's last layer, k4", [33, 33, 12]), ("G's last layer,
                          ("the overlap-add of D's last input gradient, full width",
                           [5, 5, 1024])]
 WEIGHT_GRADIENT_WAYS = ("oneDNN", "shifted matmul", "matmul alone", "patch matmul",
-                        "channels-first patches")
+                        "channels-first patches", "dilated convolution")
 
 
 def random(shape):
@@ -171,6 +174,8 @@ def weight_gradient(way, batch, side, c_in, c_out):
         return scalar(gan_model._weights_from_patch_rows(rows, [4, 4, c_in, c_out]))
     if way == "channels-first patches":
         return scalar(channels_first_patch_weight_gradient(x, dy))
+    if way == "dilated convolution":
+        return scalar(gan_model._dilated_weight_gradient(x, dy, 4))
     return scalar(tf1.nn.conv2d_backprop_filter(x, [4, 4, c_in, c_out], dy, [1, 2, 2, 1],
                                                 "SAME"))
 

@@ -284,7 +284,9 @@ def test_the_few_channel_depth_to_space_is_tensorflows():
     np.testing.assert_array_equal(ours, theirs)
 
 
-def test_only_the_3_channel_layers_are_subpixel_convolutions():
+def test_only_the_3_channel_layers_are_subpixel_convolutions(monkeypatch):
+    import hardware
+    monkeypatch.setattr(hardware, "onednn_without_avx512", lambda: False)
     with built() as parts:
         # A sub-pixel convolution is the graph's only stride-1 convolution.
         names = [op.name for op in parts["graph"].get_operations()
@@ -294,6 +296,51 @@ def test_only_the_3_channel_layers_are_subpixel_convolutions():
     # G's last layer on the way forward, and D's first layer in its input
     # gradient (for G's update).
     assert places == {(False, "deconv4"), (True, "conv0")}
+
+
+@pytest.mark.parametrize("without_avx512", [True, False])
+def test_only_the_4x4_layers_on_onednn_without_avx512_take_dilated_weight_gradients(
+        without_avx512, monkeypatch):
+    import hardware
+    monkeypatch.setattr(hardware, "onednn_without_avx512", lambda: without_avx512)
+    with built() as parts:
+        names = [op.name for op in parts["graph"].get_operations()
+                 if op.type == "Conv2D" and op.get_attr("dilations") == [1, 2, 2, 1]]
+    places = {(name.startswith("gradients"), re.search(r"/(d?e?conv\d)/", name).group(1))
+              for name in names}
+    # D's conv3 (8x8 -> 4x4) and G's deconv1 (4x4 -> 8x8), in their weight
+    # gradients only: the tiny model's fp32 4x4 layers keep oneDNN's kernels.
+    assert places == ({(True, "conv3"), (True, "deconv1")} if without_avx512 else set())
+
+
+@pytest.mark.parametrize("kernel_size", [3, 4, 5, 6])
+def test_dilated_weight_gradients_match_tensorflows(kernel_size):
+    """The convolution and the transposed one with their weight gradients as
+    dilated convolutions over the batch compute what TensorFlow's compute,
+    values and both gradients, on a non-square image."""
+    import gan_model
+    rng = np.random.default_rng(2)
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        image = tf.constant(rng.normal(size=(3, 10, 14, 5)), tf.float32)
+        small = tf.constant(rng.normal(size=(3, 5, 7, 6)), tf.float32)
+        w = tf.constant(rng.normal(size=(kernel_size, kernel_size, 5, 6)), tf.float32)
+        pairs = {
+            "conv": ((image, w), gan_model._conv2d_with_dilated_weight_gradient(image, w),
+                     tf.nn.conv2d(image, w, gan_model.STRIDES, "SAME")),
+            "deconv": ((small, w),
+                       gan_model._conv2d_transpose_with_dilated_weight_gradient(small, w),
+                       gan_model._conv2d_transpose(small, w))}
+        fetches = {}
+        for name, (inputs, ours, theirs) in pairs.items():
+            upstream = tf.constant(rng.normal(size=theirs.shape), tf.float32)
+            fetches[name] = [[y] + tf.gradients(tf.reduce_sum(y * upstream), inputs)
+                             for y in (ours, theirs)]
+        values = sess.run(fetches)
+    for name, (ours, theirs) in values.items():
+        for what, a, b in zip(("value", "input gradient", "weight gradient"), ours, theirs):
+            assert a.shape == b.shape, (name, what)
+            error = np.abs(a - b).max() / np.abs(b).max()
+            assert error < PATCH_MATMUL_TOLERANCE, (name, what, error)
 
 
 @pytest.mark.parametrize("kernel_size, patch_op", [(5, "ExtractImagePatches"),

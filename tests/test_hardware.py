@@ -95,6 +95,20 @@ def test_a_onednn_instruction_cap_below_bf16_is_not_native_bf16():
         "ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "0"})[0] == "bf16"
 
 
+@pytest.mark.skipif(not ON_X86, reason="oneDNN's instruction sets here are x86's")
+def test_onednn_without_avx512_where_the_cpu_or_a_cap_keeps_it_from_avx512():
+    avx512 = {"avx2", "avx512f"}
+    assert hardware.onednn_without_avx512(cpu_flags={"avx2", "fma"}, gpus=[], environ={})
+    assert not hardware.onednn_without_avx512(cpu_flags=avx512, gpus=[], environ={})
+    for cap, expected in (("avx2", True), ("AVX2_VNNI_2", True), ("AVX512_CORE", False)):
+        assert hardware.onednn_without_avx512(cpu_flags=avx512, gpus=[], environ={
+            "ONEDNN_MAX_CPU_ISA": cap}) == expected, cap
+    # GPUs take the graph; TensorFlow's own kernels are not oneDNN's.
+    assert not hardware.onednn_without_avx512(cpu_flags={"avx2"}, gpus=[(8, 0)], environ={})
+    assert not hardware.onednn_without_avx512(cpu_flags={"avx2"}, gpus=[], environ={
+        "TF_ENABLE_ONEDNN_OPTS": "0"})
+
+
 @pytest.mark.parametrize("files, expected", [
     ({"cpu.max": "max 100000\n"}, None),
     ({"cpu.max": "150000 100000\n"}, 1.5),
