@@ -262,6 +262,14 @@ SUBPIXEL_MAX_CHANNELS = 4
 # pixels it lost (1.17-1.22x alone), and with AVX-512 everywhere (1.18x
 # alone, the step 0.981x).
 DILATED_WEIGHT_GRADIENT_MAX_PIXELS = 16
+# In bf16 on oneDNN's CPU kernels (hardware.onednn_cpu_kernels), the layers
+# whose small side has at most this many pixels and that are not patch
+# matrix multiplies (the 8x8 <-> 16x16 ones: D conv2, G deconv2) do the
+# same: oneDNN's bf16 weight gradient ran those at about 60% of the bf16
+# matrix-multiply rate. Measured alone on a Zen 4 (avx512_bf16, no AMX):
+# D conv2 3.6 against 5.2 ms at half width, 18.9 against 26.7 at full width
+# (k5). At 16x16 and more pixels it lost (1.03-1.15x alone).
+DILATED_BF16_WEIGHT_GRADIENT_MAX_PIXELS = 64
 
 
 def linear(x, units, stddev, name, bias=True):
@@ -285,7 +293,7 @@ def conv2d(x, filters, stddev, name, bias=True, kernel_size=5):
             y = _patch_matmul_conv2d(x, w)
         elif x.shape[-1] <= SUBPIXEL_MAX_CHANNELS:
             y = _conv2d_with_subpixel_input_gradient(x, w)
-        elif _dilated_weight_gradient_pays((x.shape[1] // 2) * (x.shape[2] // 2)):
+        elif _dilated_weight_gradient_pays((x.shape[1] // 2) * (x.shape[2] // 2), x.dtype):
             y = _conv2d_with_dilated_weight_gradient(x, w)
         else:
             y = tf.nn.conv2d(x, w, strides=STRIDES, padding="SAME")
@@ -309,7 +317,7 @@ def deconv2d(x, filters, stddev, name, bias=True, kernel_size=5):
             # Its bias goes inside, into the sub-pixel convolution.
             return _subpixel_conv2d_transpose_with_native_gradients(
                 x, w, *([_bias(filters, x.dtype)] if bias else []))
-        elif _dilated_weight_gradient_pays(x.shape[1] * x.shape[2]):
+        elif _dilated_weight_gradient_pays(x.shape[1] * x.shape[2], x.dtype):
             y = _conv2d_transpose_with_dilated_weight_gradient(x, w)
         else:
             y = _conv2d_transpose(x, w)
@@ -325,9 +333,13 @@ def _runs_as_patch_matmul(small_side_pixels, w):
              w.shape.num_elements() >= PATCH_MATMUL_MIN_FP32_WEIGHTS))
 
 
-def _dilated_weight_gradient_pays(small_side_pixels):
-    """True for the layers that DILATED_WEIGHT_GRADIENT_MAX_PIXELS gives to
-    _dilated_weight_gradient, on this machine."""
+def _dilated_weight_gradient_pays(small_side_pixels, dtype):
+    """True for the layers that DILATED_WEIGHT_GRADIENT_MAX_PIXELS and
+    DILATED_BF16_WEIGHT_GRADIENT_MAX_PIXELS give to _dilated_weight_gradient,
+    on this machine."""
+    if dtype == tf.bfloat16:
+        return (small_side_pixels <= DILATED_BF16_WEIGHT_GRADIENT_MAX_PIXELS
+                and hardware.onednn_cpu_kernels())
     return (small_side_pixels <= DILATED_WEIGHT_GRADIENT_MAX_PIXELS
             and hardware.onednn_without_avx512())
 

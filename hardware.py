@@ -207,15 +207,21 @@ def native_bf16(cpu_flags=None, gpus=None, environ=os.environ):
     return False, f"the CPU has neither {' nor '.join(BF16_CPU_FLAGS)}"
 
 
-def onednn_without_avx512(cpu_flags=None, gpus=None, environ=os.environ):
-    """True where the graph runs on oneDNN's CPU kernels and none of them use
-    AVX-512: an x86 CPU without it (AVX2 only), or one that
-    ONEDNN_MAX_CPU_ISA holds below it. False where GPUs take the graph, and
-    with TensorFlow's own kernels (TF_ENABLE_ONEDNN_OPTS=0)."""
+def onednn_cpu_kernels(gpus=None, environ=os.environ):
+    """True where the graph runs on oneDNN's x86 CPU kernels: no GPU takes
+    it, and TensorFlow's own kernels are not asked for
+    (TF_ENABLE_ONEDNN_OPTS=0)."""
     if (platform.machine().lower() not in X86_MACHINES
             or environ.get(ONEDNN_VARIABLE) == "0"):
         return False
-    if gpu_capabilities() if gpus is None else gpus:
+    return not (gpu_capabilities() if gpus is None else gpus)
+
+
+def onednn_without_avx512(cpu_flags=None, gpus=None, environ=os.environ):
+    """True where the graph runs on oneDNN's CPU kernels (onednn_cpu_kernels)
+    and none of them use AVX-512: an x86 CPU without it (AVX2 only), or one
+    that ONEDNN_MAX_CPU_ISA holds below it."""
+    if not onednn_cpu_kernels(gpus, environ):
         return False
     if onednn_isa_cap(environ) in ONEDNN_ISAS_WITHOUT_AVX512:
         return True

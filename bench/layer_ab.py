@@ -7,8 +7,8 @@ the same step with some of them changed, timed in one process.
 
 Each variant sets gan_model.py's module constants (the thresholds that pick
 how a layer is written: PATCH_MATMUL_MAX_PIXELS, PATCH_MATMUL_MIN_FP32_WEIGHTS,
-PATCH_FORWARD_MIN_WEIGHTS, SUBPIXEL_MAX_CHANNELS,
-DILATED_WEIGHT_GRADIENT_MAX_PIXELS) while its graph is built,
+PATCH_FORWARD_MIN_WEIGHTS, SUBPIXEL_MAX_CHANNELS, and the DILATED_*
+constants) while its graph is built,
 then puts them back; or, written as train_gan.py flags, changes
 hyperparameters of the step (e.g. its --schedule). Every graph is stepped
 as bench/train_speed.py steps it, in rounds taken in turn forwards and backwards
@@ -32,7 +32,7 @@ import hardware  # noqa: E402
 AS_IS = "as it is"
 CONSTANTS = ("PATCH_MATMUL_MAX_PIXELS", "PATCH_MATMUL_MIN_FP32_WEIGHTS",
              "PATCH_FORWARD_MIN_WEIGHTS", "SUBPIXEL_MAX_CHANNELS",
-             "DILATED_WEIGHT_GRADIENT_MAX_PIXELS")
+             "DILATED_WEIGHT_GRADIENT_MAX_PIXELS", "DILATED_BF16_WEIGHT_GRADIENT_MAX_PIXELS")
 
 
 def parse_variant(text):

@@ -298,19 +298,27 @@ def test_only_the_3_channel_layers_are_subpixel_convolutions(monkeypatch):
     assert places == {(False, "deconv4"), (True, "conv0")}
 
 
-@pytest.mark.parametrize("without_avx512", [True, False])
-def test_only_the_4x4_layers_on_onednn_without_avx512_take_dilated_weight_gradients(
-        without_avx512, monkeypatch):
+@pytest.mark.parametrize("precision, onednn_cpu, without_avx512, expected", [
+    # fp32: D's conv3 (8x8 -> 4x4) and G's deconv1 (4x4 -> 8x8), where oneDNN
+    # has no AVX-512 (the tiny model's fp32 4x4 layers keep oneDNN's kernels).
+    ("fp32", True, True, {"conv3", "deconv1"}),
+    ("fp32", True, False, set()),
+    # bf16: the 4x4 layers are patch matrix multiplies; the 8x8 ones, D's
+    # conv2 and G's deconv2, on oneDNN's CPU kernels.
+    ("bf16", True, False, {"conv2", "deconv2"}),
+    ("bf16", False, False, set()),
+])
+def test_only_the_layers_measured_faster_take_dilated_weight_gradients(
+        precision, onednn_cpu, without_avx512, expected, monkeypatch):
     import hardware
+    monkeypatch.setattr(hardware, "onednn_cpu_kernels", lambda: onednn_cpu)
     monkeypatch.setattr(hardware, "onednn_without_avx512", lambda: without_avx512)
-    with built() as parts:
+    with built(dataclasses.replace(TINY, precision=precision)) as parts:
         names = [op.name for op in parts["graph"].get_operations()
                  if op.type == "Conv2D" and op.get_attr("dilations") == [1, 2, 2, 1]]
-    places = {(name.startswith("gradients"), re.search(r"/(d?e?conv\d)/", name).group(1))
-              for name in names}
-    # D's conv3 (8x8 -> 4x4) and G's deconv1 (4x4 -> 8x8), in their weight
-    # gradients only: the tiny model's fp32 4x4 layers keep oneDNN's kernels.
-    assert places == ({(True, "conv3"), (True, "deconv1")} if without_avx512 else set())
+    # In the weight gradients only.
+    assert all(name.startswith("gradients") for name in names)
+    assert {re.search(r"/(d?e?conv\d)/", name).group(1) for name in names} == expected
 
 
 @pytest.mark.parametrize("kernel_size", [3, 4, 5, 6])

@@ -107,6 +107,9 @@ def test_onednn_without_avx512_where_the_cpu_or_a_cap_keeps_it_from_avx512():
     assert not hardware.onednn_without_avx512(cpu_flags={"avx2"}, gpus=[(8, 0)], environ={})
     assert not hardware.onednn_without_avx512(cpu_flags={"avx2"}, gpus=[], environ={
         "TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert hardware.onednn_cpu_kernels(gpus=[], environ={})
+    assert not hardware.onednn_cpu_kernels(gpus=[(8, 0)], environ={})
+    assert not hardware.onednn_cpu_kernels(gpus=[], environ={"TF_ENABLE_ONEDNN_OPTS": "0"})
 
 
 @pytest.mark.parametrize("files, expected", [
