@@ -4,6 +4,7 @@ of writing it that lost ("What was measured on the way" in the README).
     python bench/ops_alone.py
     ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/ops_alone.py
     python bench/ops_alone.py --only batch_norm
+    python bench/ops_alone.py --only weight_gradient --precision bf16
 
   data_format      one stride-2 convolution of D, forward and both
                    gradients: NHWC (as trained) against NCHW;
@@ -67,6 +68,7 @@ BATCH_NORM_SHAPES = [(4, 4, 256), (8, 8, 128), (16, 16, 64), (32, 32, 32),
 # layer that trains as the patches' matrix multiply (gan_model.py).
 WEIGHT_GRADIENTS = [("D conv1, half width", 32, 32, 64), ("D conv2, half width", 16, 64, 128),
                     ("D conv3, half width", 8, 128, 256), ("D conv1, full width, k4", 32, 64, 128),
+                    ("D conv2, full width, k4", 16, 128, 256),
                     ("D conv3, full width, k4", 8, 256, 512)]
 # (name, [H, W, C]) of depth_to_space inputs: G's last layer at kernel 4
 # and 5 (its sub-pixel convolution's 12 channels), and the many channels of
@@ -159,14 +161,16 @@ def channels_first_patch_weight_gradient(x, dy):
     return gan_model._weights_from_patch_rows(rows, [4, 4, c_in, c_out])
 
 
-def weight_gradient(way, batch, side, c_in, c_out):
+def weight_gradient(way, batch, side, c_in, c_out, dtype=tf.float32):
+    """The fetch of one way of the weight gradient, computed in `dtype` from
+    float32 variables (a cast, as the bf16 layers read them)."""
     if way == "matmul alone":  # the shifted way's matrix multiply, its operands ready
         rows = batch * (side // 2 + 1) ** 2
-        blocks = tf1.Variable(random([rows, 4 * c_in]))
-        shifted = tf1.Variable(random([rows, 4 * c_out]))
+        blocks = tf.cast(tf1.Variable(random([rows, 4 * c_in])), dtype)
+        shifted = tf.cast(tf1.Variable(random([rows, 4 * c_out])), dtype)
         return scalar(tf.matmul(blocks, shifted, transpose_a=True))
-    x = tf1.Variable(random([batch, side, side, c_in]))
-    dy = tf1.Variable(random([batch, side // 2, side // 2, c_out]))
+    x = tf.cast(tf1.Variable(random([batch, side, side, c_in])), dtype)
+    dy = tf.cast(tf1.Variable(random([batch, side // 2, side // 2, c_out])), dtype)
     if way == "shifted matmul":
         return scalar(shifted_matmul_weight_gradient(x, dy))
     if way == "patch matmul":
@@ -246,8 +250,9 @@ def pairs(args):
             "moments": lambda: batch_norms_with_gradients(False, batch)}
     if "weight_gradient" in args.only:
         for name, *shape in WEIGHT_GRADIENTS:
-            yield name + ", weight gradient", {
-                way: lambda way=way, shape=shape: weight_gradient(way, batch, *shape)
+            yield f"{name}, weight gradient, {args.precision}", {
+                way: lambda way=way, shape=shape: weight_gradient(
+                    way, batch, *shape, gan_model.PRECISIONS[args.precision])
                 for way in WEIGHT_GRADIENT_WAYS}
     if "first_layer" in args.only:
         for name, df_dim in (("half width", 32), ("full width", 64)):
@@ -297,6 +302,8 @@ def main(argv=None):
     parser.add_argument("--only", default=",".join(KINDS),
                         help="comma-separated, from " + ", ".join(KINDS))
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--precision", default="fp32", choices=sorted(gan_model.PRECISIONS),
+                        help="the weight_gradient kind's compute type")
     parser.add_argument("--rounds", type=int, default=10, help="rounds (median)")
     parser.add_argument("--iters", type=int, default=10, help="timed runs per round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first")
