@@ -490,10 +490,12 @@ def _dilated_weight_gradient(x, dy, kernel_size):
     """
     before = (kernel_size - 2) // 2
     padding = [before, kernel_size - 2 - before]
-    images = tf.transpose(tf.pad(x, [[0, 0], padding, padding, [0, 0]]), [3, 1, 2, 0])
-    taps = tf.nn.conv2d(images, tf.transpose(dy, [1, 2, 0, 3]), [1, 1, 1, 1], "VALID",
-                        dilations=[1, 2, 2, 1], name="weight_gradient")
-    return tf.transpose(taps, [1, 2, 0, 3])
+    # One scope, so that a step profile counts the copies with the convolution.
+    with tf.name_scope("weight_gradient"):
+        images = tf.transpose(tf.pad(x, [[0, 0], padding, padding, [0, 0]]), [3, 1, 2, 0])
+        taps = tf.nn.conv2d(images, tf.transpose(dy, [1, 2, 0, 3]), [1, 1, 1, 1], "VALID",
+                            dilations=[1, 2, 2, 1])
+        return tf.transpose(taps, [1, 2, 0, 3])
 
 
 def _conv2d_with_dilated_weight_gradient(x, w):

@@ -1,6 +1,7 @@
 """The speed benchmark's own arithmetic: the FLOP count and the step profile."""
 
 import dataclasses
+import re
 import sys
 
 import pytest
@@ -102,6 +103,26 @@ def test_the_goal_bound_puts_each_layer_pass_at_the_rate_or_its_own_time(capsys)
     assert "out of reach even with every layer pass at the" in verdicts[1.0][-1]
     assert "needs 300.0 ms less op time, 75% of what the layers lose" in verdicts[1.2][-1]
     assert "already as fast as the goal asks" in verdicts[2.0][-1]
+
+
+def test_profile_counts_the_dilated_weight_gradients_copies_in_their_pass(monkeypatch):
+    import hardware
+    monkeypatch.setattr(hardware, "onednn_without_avx512", lambda: True)
+    runner = train_speed.TensorFlowRun(dataclasses.replace(TINY, kernel_size=4),
+                                       inter_op_threads=1)
+    runner.step()
+    traced = step_profile.TracedSession(runner.sess)
+    runner.step(traced)
+    ops = [(node.node_name, node.timeline_label.split(" = ")[-1].split("(")[0].strip())
+           for stats in traced.step_stats for device in stats.dev_stats
+           for node in device.node_stats
+           if re.search(r"/(conv3|deconv1)/.*weight_gradient", node.node_name)]
+    ops = [(name, kind) for name, kind in ops  # the copies and the convolution
+           if "Conv2D" in kind or step_profile.LAYOUT_OPS.fullmatch(kind)]
+    kinds = " ".join(kind for _, kind in ops)
+    assert "Conv2D" in kinds and "Transpose" in kinds and "Pad" in kinds
+    for name, kind in ops:
+        assert step_profile.op_group(name, kind)[1] == "weight gradient", (name, kind)
 
 
 @pytest.mark.parametrize("schedule, kernel_size", [("classic", 5), ("reuse_fake", 4)])
