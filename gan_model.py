@@ -210,7 +210,36 @@ def _add_bias(y, units, fusable=True):
     BiasAddGrad on a 3-channel image: 1.2 ms against 2.8 for G's last layer
     and its gradient at batch 64, measured."""
     b = _bias(units, y.dtype)
-    return tf.nn.bias_add(y, b) if fusable else y + b
+    if not fusable:
+        return y + b
+    return tf.nn.bias_add(y, b) if y.dtype == tf.float32 else _bias_add_summed_in_float32(y, b)
+
+
+def _bias_add_summed_in_float32(y, b):
+    """tf.nn.bias_add(y, b) whose bias gradient is a reduce_sum. On the CPU
+    BiasAddGrad adds bf16 values up in bf16: D's first bias gradient at
+    batch 64 came out 19% of its largest value off, where reduce_sum, which
+    adds up in float32, was within one bf16 rounding (and faster: 0.53
+    against 0.81 ms)."""
+    @tf.custom_gradient
+    def add(y, b):
+        def gradient(dy):
+            return dy, _bias_gradient(dy)
+        return tf.nn.bias_add(y, b), gradient
+    return add(y, b)
+
+
+def _bias_gradient(dy):
+    """dy summed over every axis but its last (channels), in two reductions:
+    over whole rows of pixels first, then over a row's pixels. One reduction
+    to a few channels vectorizes poorly: G's last bias gradient at batch 64
+    took 0.35 against 0.83 ms in float32 and 0.51 against 1.04 in bf16.
+    TensorFlow's reductions add bf16 values up in float32."""
+    channels = dy.shape[-1]
+    row = channels * (dy.shape[-2] if dy.shape.rank > 2 else 1)
+    with tf.name_scope("bias_gradient"):  # one name, for a step profile
+        sums = tf.reduce_sum(tf.reshape(dy, [-1, row]), 0)
+        return tf.reduce_sum(tf.reshape(sums, [-1, channels]), 0)
 
 
 # Layers compute in the dtype of their input (float32, or bfloat16 for mixed
@@ -459,7 +488,7 @@ def _subpixel_conv2d_transpose_with_native_gradients(x, w, *bias):
             dx = tf.nn.conv2d(dy, w, STRIDES, "SAME", name="input_gradient")
             dw = tf1.nn.conv2d_backprop_filter(dy, tf.shape(w), x, STRIDES, "SAME",
                                                name="weight_gradient")
-            return (dx, dw, *[tf.reduce_sum(dy, [0, 1, 2]) for _ in bias])
+            return (dx, dw, *[_bias_gradient(dy) for _ in bias])
         return _subpixel_conv2d_transpose(x, w, *bias), gradient
     return transpose(x, w, *bias)
 

@@ -85,7 +85,7 @@ def op_group(name, op_type):
         return "activations", None
     if "logistic_loss" in name or re.search(r"Log1p|Exp|Mean", op_type):
         return "losses", None
-    if "Bias" in op_type:
+    if "Bias" in op_type or "bias_gradient" in name:  # gan_model names its bias sums
         return (f"{layer} bias" if layer else "bias"), None
     return "other", None
 

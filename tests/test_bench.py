@@ -146,7 +146,8 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, monkeyp
     assert groups[("D conv0", "input gradient")][1] == 1
     # Each pass of a convolution is one op call per use: D runs three times.
     assert groups[("D conv2", "forward")][1] == 3
-    for name in ("batch norm", "Adam", "G's EMA", "finiteness check"):
+    for name in ("batch norm", "Adam", "G's EMA", "finiteness check",
+                 "G deconv4 bias"):  # the last, a sum that gan_model names
         assert groups[(name, None)][1] > 0, name
     # No convolution or matrix multiply is left out of the layers' rows, nor
     # the patches of the patch matrix multiplies (odd and even kernels) and

@@ -396,6 +396,27 @@ def test_only_wide_float32_4x4_transposed_convolutions_run_forward_as_a_matmul(k
         assert ("Conv2DBackpropInput" in types) != matmul_forward, layer
 
 
+def test_bf16_bias_gradients_are_summed_in_float32():
+    """A bias gradient sums the output gradient over the batch and the image:
+    65,536 values a channel here. Summed in bf16 (BiasAddGrad on the CPU)
+    the total stalls once it is a few hundred; it must be the float32 sum,
+    within one bf16 rounding."""
+    import gan_model
+    rng = np.random.default_rng(3)
+    upstream = rng.normal(1.0, 1.0, size=(64, 32, 32, 8)).astype(np.float32)
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        y = tf.zeros([64, 32, 32, 8], tf.bfloat16)
+        with tf1.variable_scope("layer"):
+            out = gan_model._add_bias(y, 8)
+        bias = tf1.trainable_variables()[0]
+        loss = tf.reduce_sum(tf.cast(out, tf.float32) * upstream)
+        sess.run(tf1.global_variables_initializer())
+        got, rounded = sess.run([tf.gradients(loss, bias)[0],
+                                 tf.cast(tf.cast(upstream, tf.bfloat16), tf.float32)])
+    expected = rounded.sum(axis=(0, 1, 2), dtype=np.float64)
+    assert np.abs(got - expected).max() <= 2 ** -7 * np.abs(expected).max(), (got, expected)
+
+
 @pytest.mark.parametrize("kernel_size", [5, 4])  # TensorFlow's patches, then space_to_depth
 def test_bf16_computes_in_bfloat16_and_keeps_float32_state(kernel_size):
     with built(dataclasses.replace(TINY, precision="bf16", kernel_size=kernel_size)) as parts:
