@@ -208,7 +208,8 @@ def _add_bias(y, units, fusable=True):
     """y + b. BiasAdd where grappler can fuse it into the convolution before it;
     elsewhere a broadcast add, whose gradient (a plain sum) is faster than
     BiasAddGrad on a 3-channel image: 1.2 ms against 2.8 for G's last layer
-    and its gradient at batch 64, measured."""
+    and its gradient at batch 64, measured. In bf16 the BiasAdd takes its
+    gradient from _bias_gradient (_bias_add_summed_in_float32)."""
     b = _bias(units, y.dtype)
     if not fusable:
         return y + b
@@ -216,11 +217,12 @@ def _add_bias(y, units, fusable=True):
 
 
 def _bias_add_summed_in_float32(y, b):
-    """tf.nn.bias_add(y, b) whose bias gradient is a reduce_sum. On the CPU
-    BiasAddGrad adds bf16 values up in bf16: D's first bias gradient at
-    batch 64 came out 19% of its largest value off, where reduce_sum, which
-    adds up in float32, was within one bf16 rounding (and faster: 0.53
-    against 0.81 ms)."""
+    """tf.nn.bias_add(y, b) whose bias gradient is _bias_gradient's sums. On
+    the CPU BiasAddGrad adds bf16 values up in bf16, and a long sum stalls:
+    D's first bias gradient at batch 64 came out about 1,900 where the
+    float32 sum was 66,100 (tests/test_gan_model.py). The reductions add
+    up in float32, within one bf16 rounding, and took 0.5-0.6 against 0.8
+    ms there."""
     @tf.custom_gradient
     def add(y, b):
         def gradient(dy):

@@ -12,7 +12,7 @@ of writing it that lost ("What was measured on the way" in the README).
                    gradients: the fused kernel (as trained) against
                    tf.nn.moments and tf.nn.batch_normalization;
   weight_gradient  a kernel-4 convolution's weight gradient: oneDNN's (as
-                   the wide layers train, but the 4x4 ones) against
+                   the wide layers train, the 4x4 ones aside) against
                    one matrix multiply of the padded input's space_to_depth
                    and four shifted copies of the output gradient, that
                    matrix multiply alone, the patches' matrix multiply (as

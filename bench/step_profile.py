@@ -181,10 +181,11 @@ def print_goal(goal, reference, reference_seconds, step_seconds, bound):
     total, layers, at_rate = bound
     speedup = step_seconds * goal / reference_seconds
     allowed = total / speedup
+    change = (f"{speedup:.2f}x faster" if speedup > 1
+              else f"already {1 / speedup:.2f}x faster than that")
     print(f"\nthe goal, {goal:.2f}x the {reference}'s steps: {reference_seconds / goal:.3f} s "
           f"an iteration against {step_seconds:.3f} ({reference}: {reference_seconds:.3f}), "
-          f"{speedup:.2f}x faster; one op at a time, {allowed * 1e3:.1f} of the "
-          f"{total * 1e3:.1f} ms")
+          f"{change}; one op at a time, {allowed * 1e3:.1f} of the {total * 1e3:.1f} ms")
     print(f"  the layers {layers * 1e3:.1f} ms, everything else {(total - layers) * 1e3:.1f} ms")
     print(f"  every layer pass at the matrix-multiply rate (or its own time where "
           f"faster): the layers {at_rate * 1e3:.1f} ms, op time "

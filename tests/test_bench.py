@@ -103,6 +103,7 @@ def test_the_goal_bound_puts_each_layer_pass_at_the_rate_or_its_own_time(capsys)
     assert "out of reach even with every layer pass at the" in verdicts[1.0][-1]
     assert "needs 300.0 ms less op time, 75% of what the layers lose" in verdicts[1.2][-1]
     assert "already as fast as the goal asks" in verdicts[2.0][-1]
+    assert "already 1.33x faster than that" in verdicts[2.0][0]
 
 
 def test_profile_counts_the_dilated_weight_gradients_copies_in_their_pass(monkeypatch):

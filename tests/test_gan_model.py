@@ -201,6 +201,28 @@ def test_leaky_relu_value_and_gradient_match_tensorflows(slope):
 
 # Relative to the largest value: float32 sums taken in another order.
 PATCH_MATMUL_TOLERANCE = 1e-5
+GRADIENT_NAMES = ("value", "input gradient", "weight gradient", "bias gradient")
+
+
+def outputs_and_gradients(sess, rng, pairs):
+    """{name: (ours, theirs)} for pairs {name: (inputs, ours, theirs)}: each
+    output with its gradients to `inputs`, under the same random upstream
+    gradient for both."""
+    fetches = {}
+    for name, (inputs, ours, theirs) in pairs.items():
+        upstream = tf.constant(rng.normal(size=theirs.shape), tf.float32)
+        fetches[name] = [[y] + tf.gradients(tf.reduce_sum(y * upstream), inputs)
+                         for y in (ours, theirs)]
+    return sess.run(fetches)
+
+
+def assert_within_rounding(values):
+    for name, (ours, theirs) in values.items():
+        assert len(ours) == len(theirs), name
+        for what, a, b in zip(GRADIENT_NAMES, ours, theirs):
+            assert a.shape == b.shape, (name, what)
+            error = np.abs(a - b).max() / np.abs(b).max()
+            assert error < PATCH_MATMUL_TOLERANCE, (name, what, error)
 
 
 @pytest.mark.parametrize("kernel_size", [3, 4, 5, 6])
@@ -217,23 +239,15 @@ def test_patch_matmul_layers_match_tensorflows_convolutions(kernel_size):
         x_small = tf.constant(rng.normal(size=(3, 4, 3, 7)), tf.float32)  # deconv: 4x3 -> 8x6
         conv_w = tf.constant(rng.normal(size=(kernel_size, kernel_size, 6, 5)), tf.float32)
         deconv_w = tf.constant(rng.normal(size=(kernel_size, kernel_size, 2, 7)), tf.float32)
-        outputs = {
-            "conv": (gan_model._patch_matmul_conv2d(x, conv_w),
+        pairs = {
+            "conv": ((x, conv_w), gan_model._patch_matmul_conv2d(x, conv_w),
                      tf.nn.conv2d(x, conv_w, gan_model.STRIDES, "SAME")),
             **{f"deconv, matmul forward {forward}": (
+                (x_small, deconv_w),
                 gan_model._patch_matmul_conv2d_transpose(x_small, deconv_w, forward),
                 gan_model._conv2d_transpose(x_small, deconv_w)) for forward in (False, True)}}
-        fetches = {}
-        for name, pair in outputs.items():
-            inputs = (x, conv_w) if name == "conv" else (x_small, deconv_w)
-            upstream = tf.constant(rng.normal(size=pair[1].shape), tf.float32)
-            fetches[name] = [[y] + tf.gradients(tf.reduce_sum(y * upstream), inputs)
-                             for y in pair]
-        values = sess.run(fetches)
-    for name, (ours, theirs) in values.items():
-        for what, a, b in zip(("value", "input gradient", "weight gradient"), ours, theirs):
-            error = np.abs(a - b).max() / np.abs(b).max()
-            assert error < PATCH_MATMUL_TOLERANCE, (name, what, error)
+        values = outputs_and_gradients(sess, rng, pairs)
+    assert_within_rounding(values)
 
 
 @pytest.mark.parametrize("kernel_size", [3, 4, 5, 6])
@@ -256,19 +270,9 @@ def test_subpixel_layers_match_tensorflows_convolutions(kernel_size):
                                  gan_model._conv2d_transpose(small, w) + bias),
             "conv": ((image, w), gan_model._conv2d_with_subpixel_input_gradient(image, w),
                      tf.nn.conv2d(image, w, gan_model.STRIDES, "SAME"))}
-        fetches = {}
-        for name, (inputs, ours, theirs) in pairs.items():
-            upstream = tf.constant(rng.normal(size=theirs.shape), tf.float32)
-            fetches[name] = [[y] + tf.gradients(tf.reduce_sum(y * upstream), inputs)
-                             for y in (ours, theirs)]
-        values = sess.run(fetches)
-    for name, (ours, theirs) in values.items():
-        assert len(ours) == len(theirs) == (4 if "bias" in name else 3), name
-        for what, a, b in zip(("value", "input gradient", "weight gradient", "bias gradient"),
-                              ours, theirs):
-            assert a.shape == b.shape, (name, what)
-            error = np.abs(a - b).max() / np.abs(b).max()
-            assert error < PATCH_MATMUL_TOLERANCE, (name, what, error)
+        values = outputs_and_gradients(sess, rng, pairs)
+    assert len(values["deconv with bias"][0]) == 4  # the bias gradient too
+    assert_within_rounding(values)
 
 
 def test_the_few_channel_depth_to_space_is_tensorflows():
@@ -338,17 +342,8 @@ def test_dilated_weight_gradients_match_tensorflows(kernel_size):
             "deconv": ((small, w),
                        gan_model._conv2d_transpose_with_dilated_weight_gradient(small, w),
                        gan_model._conv2d_transpose(small, w))}
-        fetches = {}
-        for name, (inputs, ours, theirs) in pairs.items():
-            upstream = tf.constant(rng.normal(size=theirs.shape), tf.float32)
-            fetches[name] = [[y] + tf.gradients(tf.reduce_sum(y * upstream), inputs)
-                             for y in (ours, theirs)]
-        values = sess.run(fetches)
-    for name, (ours, theirs) in values.items():
-        for what, a, b in zip(("value", "input gradient", "weight gradient"), ours, theirs):
-            assert a.shape == b.shape, (name, what)
-            error = np.abs(a - b).max() / np.abs(b).max()
-            assert error < PATCH_MATMUL_TOLERANCE, (name, what, error)
+        values = outputs_and_gradients(sess, rng, pairs)
+    assert_within_rounding(values)
 
 
 @pytest.mark.parametrize("kernel_size, patch_op", [(5, "ExtractImagePatches"),
