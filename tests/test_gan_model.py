@@ -325,6 +325,59 @@ def test_only_the_layers_measured_faster_take_dilated_weight_gradients(
     assert {re.search(r"/(d?e?conv\d)/", name).group(1) for name in names} == expected
 
 
+@pytest.mark.parametrize("activation", [None, tf.nn.relu])
+def test_batch_norm_over_rows_of_pixels_matches_whole_images(activation, monkeypatch):
+    """Batch norm regrouped into rows of a few pixels normalises, takes its
+    gradients and moves its averages as over whole images, within rounding,
+    with and without the ReLU that it applies inside."""
+    import gan_model
+    import hardware
+    rng = np.random.default_rng(3)
+    gamma, beta = rng.normal(size=5), rng.normal(size=5)
+    with tf.Graph().as_default() as graph, tf1.Session() as sess:
+        x = tf.constant(rng.normal(1.0, 2.0, size=(3, 4, 6, 5)), tf.float32)
+        upstream = tf.constant(rng.normal(size=(3, 4, 6, 5)), tf.float32)
+        fetches, updates = {}, {}
+        for rows in (True, False):
+            monkeypatch.setattr(hardware, "onednn_without_avx512", lambda rows=rows: rows)
+            updates[rows] = []
+            with tf1.variable_scope(f"rows_{rows}"):
+                y = gan_model.batch_norm(x, "bn", True, 1e-5, 0.9, updates[rows], activation)
+                variables = {v.op.name.split("/")[-1]: v for v in tf1.global_variables()
+                             if v.op.name.startswith(f"rows_{rows}/")}
+            fetches[rows] = [y, *tf.gradients(tf.reduce_sum(y * upstream),
+                                              [x, variables["gamma"], variables["beta"]])]
+            sess.run(tf1.variables_initializer(list(variables.values())))
+            sess.run([variables["gamma"].assign(gamma), variables["beta"].assign(beta)])
+            sess.run(updates[rows])
+            fetches[rows].append([variables["moving_mean"], variables["moving_variance"]])
+        inputs = {rows: [op.inputs[0].shape.as_list() for op in graph.get_operations()
+                         if op.type == "FusedBatchNormV3" and op.name.startswith(f"rows_{rows}/")]
+                  for rows in (True, False)}
+        (*ours, ours_moved), (*theirs, theirs_moved) = sess.run([fetches[True], fetches[False]])
+    assert inputs == {True: [[18, 4, 1, 5]], False: [[3, 4, 6, 5]]}
+    assert ours[0].shape == (3, 4, 6, 5)
+    if activation:
+        assert (ours[0] == 0).any() and (ours[0] >= 0).all()
+    assert_within_rounding({"batch norm": (ours, theirs)})
+    np.testing.assert_allclose(ours_moved, theirs_moved, rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision, without_avx512, rows", [
+    ("fp32", True, True), ("fp32", False, False), ("bf16", True, False)])
+def test_only_float32_batch_norm_without_avx512_runs_over_rows(precision, without_avx512,
+                                                               rows, monkeypatch):
+    import hardware
+    monkeypatch.setattr(hardware, "onednn_without_avx512", lambda: without_avx512)
+    with built(dataclasses.replace(TINY, precision=precision)) as parts:
+        shapes = [op.inputs[0].shape.as_list() for op in parts["graph"].get_operations()
+                  if op.type == "FusedBatchNormV3"]
+    # Training's batch norms take rows of 4 pixels; inference's whole images.
+    assert len(shapes) > 7
+    assert any(shape[1:3] == [4, 1] for shape in shapes) == rows
+    assert any(shape[1] == shape[2] == 8 for shape in shapes)
+
+
 @pytest.mark.parametrize("kernel_size", [3, 4, 5, 6])
 def test_dilated_weight_gradients_match_tensorflows(kernel_size):
     """The convolution and the transposed one with their weight gradients as
