@@ -9,8 +9,11 @@ of writing it that lost ("What was measured on the way" in the README).
   data_format      one stride-2 convolution of D, forward and both
                    gradients: NHWC (as trained) against NCHW;
   batch_norm       the recipe's seven batch-norm layers, forward and both
-                   gradients: the fused kernel (as trained) against
-                   tf.nn.moments and tf.nn.batch_normalization;
+                   gradients: the fused kernel over whole images (as
+                   trained with AVX-512 or in bf16), over the batch
+                   regrouped into rows of a few pixels (as float32 trains
+                   where oneDNN has no AVX-512), and tf.nn.moments with
+                   tf.nn.batch_normalization;
   weight_gradient  a kernel-4 convolution's weight gradient: oneDNN's (as
                    the wide layers train, the 4x4 ones aside) against
                    one matrix multiply of the padded input's space_to_depth
@@ -99,16 +102,22 @@ def convolution_with_gradients(data_format, batch, side, c_in, c_out, kernel):
     return scalar(y, dx, dw)
 
 
-def batch_norms_with_gradients(fused, batch):
+def batch_norms_with_gradients(way, batch):
+    """way: "whole images" or "rows" (the fused kernel over the batch as it
+    is, or regrouped into rows of gan_model.BATCH_NORM_ROW_PIXELS pixels),
+    or "moments"."""
     outputs = []
     for shape in BATCH_NORM_SHAPES:
         x = tf1.Variable(random([batch, *shape]))
         gamma, beta = tf1.Variable(tf.ones([shape[-1]])), tf1.Variable(tf.zeros([shape[-1]]))
-        if fused:
-            y, _, _ = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=1e-5, is_training=True)
-        else:
+        if way == "moments":
             mean, variance = tf.nn.moments(x, [0, 1, 2])
             y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, 1e-5)
+        else:
+            rows = (tf.reshape(x, [-1, gan_model.BATCH_NORM_ROW_PIXELS, 1, shape[-1]])
+                    if way == "rows" else x)
+            y, _, _ = tf1.nn.fused_batch_norm(rows, gamma, beta, epsilon=1e-5, is_training=True)
+            y = tf.reshape(y, x.shape)
         outputs += [y, *tf.gradients(y, [x, gamma, beta], grad_ys=random(y.shape.as_list()))]
     return scalar(*outputs)
 
@@ -246,8 +255,10 @@ def pairs(args):
                 for way in ("NHWC", "NCHW")}
     if "batch_norm" in args.only:
         yield "the recipe's 7 batch norms, forward and both gradients", {
-            "fused": lambda: batch_norms_with_gradients(True, batch),
-            "moments": lambda: batch_norms_with_gradients(False, batch)}
+            "fused, whole images": lambda: batch_norms_with_gradients("whole images", batch),
+            f"fused, rows of {gan_model.BATCH_NORM_ROW_PIXELS} pixels":
+                lambda: batch_norms_with_gradients("rows", batch),
+            "moments": lambda: batch_norms_with_gradients("moments", batch)}
     if "weight_gradient" in args.only:
         for name, *shape in WEIGHT_GRADIENTS:
             yield f"{name}, weight gradient, {args.precision}", {

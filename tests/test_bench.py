@@ -192,6 +192,28 @@ def test_the_race_trains_the_pytorch_example_in_a_process_of_its_own(tmp_path):
     assert sampled.std() > 0
 
 
+def test_the_race_trains_this_repos_side_in_a_train_gan_process_of_its_own(
+        tmp_path, demo_dir, capsys):
+    """Each segment is a train_gan.py command: a second one resumes the
+    first one's run, its output comes through indented, and a failed
+    command stops the race with the command in the message."""
+    import gan_run
+    import race
+    flags = ["--batch_size", "8", "--z_dim", "16", "--kernel_size", "4"]
+    steps = []
+    for _ in range(2):
+        race.train_ours(flags, tmp_path / "run", demo_dir, tmp_path / "cache", 0.05, 8, 0)
+        with gan_run.Generator(tmp_path / "run" / "ckpt", log=lambda *_: None) as generator:
+            steps.append(generator.step)
+            assert generator.hparams.gf_dim == 8 and generator.hparams.kernel_size == 4
+    assert 0 < steps[0] < steps[1]
+    output = capsys.readouterr().out
+    assert "    training on 40 images" in output and "    resuming" in output.lower()
+    with pytest.raises(SystemExit, match="train_gan.py failed .* --no_such_flag"):
+        race.train_ours(["--no_such_flag"], tmp_path / "bad", demo_dir, tmp_path / "cache",
+                        0.05, 8, 0)
+
+
 def test_rounds_alternate_their_order():
     names = ["a", "b", "c"]
     assert [train_speed.alternating(names, i) for i in range(3)] == [
@@ -294,7 +316,7 @@ def test_ops_alone_times_each_pair_it_is_asked_for(capsys):
     assert len(timed) == 1 + weights + 2 + len(ops_alone.DEPTH_TO_SPACE_SHAPES)
     weight_gradients = timed[1:1 + weights]
     first_layers, depth_to_spaces = timed[1 + weights:3 + weights], timed[3 + weights:]
-    assert "fused" in timed[0] and "moments" in timed[0]
+    assert all(way in timed[0] for way in ("whole images", "rows of 4 pixels", "moments"))
     assert all(f"{way} " in line for line in weight_gradients
                for way in ops_alone.WEIGHT_GRADIENT_WAYS)
     assert all(line.startswith("D conv0") and "tf.nn.space_to_depth alone " in line
