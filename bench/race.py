@@ -68,8 +68,8 @@ def train_ours(flags, folder, train_dir, cache_dir, minutes, width, seed):
     """Train this repo's side for `minutes` more: a train_gan.py command of
     its own process, as a user runs it (and as the example trains, in
     its own). In the race's process, after the Inception features of the
-    held-out faces, the recipe's step took about 10% longer (AVX2 kernels,
-    four pairs of runs)."""
+    held-out faces, the recipe's step took 5-14% longer than in a fresh
+    process (four pairs of runs, kernels held to AVX2)."""
     command = [
         sys.executable, str(PROJECT / "train_gan.py"),
         "--data_root", str(train_dir), "--ckpt_dir", str(folder / "ckpt"),
