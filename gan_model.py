@@ -305,8 +305,8 @@ DILATED_BF16_WEIGHT_GRADIENT_MAX_PIXELS = 64
 
 # Where oneDNN runs without AVX-512 (hardware.onednn_without_avx512), float32
 # batch norm in training regroups each image's pixels into rows of this many
-# (0: off): oneDNN's AVX2 kernel for NHWC ran its forward pass 2.4-2.9 times
-# faster over rows of 4 pixels than over whole 8x8 to 32x32 images, and its
+# (0: off): oneDNN's AVX2 kernel for NHWC ran its forward pass 2.6-2.9 times
+# faster over rows of 4 pixels than over whole 4x4 to 32x32 images, and its
 # backward pass 5-10% faster.
 BATCH_NORM_ROW_PIXELS = 4
 
