@@ -1,5 +1,5 @@
 """Single operations timed alone, each as this repo writes it against a way
-of writing it that lost ("What was measured on the way" in the README).
+of writing it that lost ("What was measured on the way" in bench/README.md).
 
     python bench/ops_alone.py
     ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/ops_alone.py
