@@ -252,10 +252,12 @@ STRIDES = [1, 2, 2, 1]
 # Convolutions whose small side (the output of a convolution, the input of a
 # transposed one) has at most this many pixels are written as one matrix
 # multiply over the image patches, in both directions: at 4x4 (D's last
-# convolution, G's first transposed one) oneDNN's direct convolution runs at
-# about half the rate of a matrix multiply, and reorders the weights (13 MB
-# at full width) on every call. Measured with bench/train_speed.py (README,
-# "Speed"). The same sums, in another order: results move within rounding.
+# convolution, G's first transposed one) oneDNN's direct convolution ran at
+# about half the rate of a matrix multiply on the machines where this was
+# chosen, and reorders the weights (13 MB at full width) on every call. On a
+# Zen 4 its kernels ran near the full rate there, yet the step was level
+# (1.00-1.03x), and on Zen 3 the patches won by 9.5%: bench/README.md.
+# The same sums, in another order: results move within rounding.
 PATCH_MATMUL_MAX_PIXELS = 16
 # Of those, a float32 transposed convolution with at least this many weights
 # runs forward as a matrix multiply to the patch values and their
