@@ -12,6 +12,7 @@ import dataclasses
 import math
 
 import hardware  # before TensorFlow: it sets the oneDNN default
+import numpy as np
 import tensorflow as tf
 
 from cli_flags import below, flag_field
@@ -385,50 +386,49 @@ def _dilated_weight_gradient_pays(small_side_pixels, dtype):
             and hardware.onednn_without_avx512())
 
 
+def _window_pixels(height, width, kernel_size):
+    """The pixel that each tap of each window of a stride-2, SAME convolution
+    over a height x width image reads: [out_h * out_w * k * k] flat indices
+    (y * width + x), ordered by window, then tap row, then tap column; taps
+    in the padding read index height * width, a zero pixel past the image."""
+    out_h, out_w = -(-height // 2), -(-width // 2)
+    top = max(2 * (out_h - 1) + kernel_size - height, 0) // 2
+    left = max(2 * (out_w - 1) + kernel_size - width, 0) // 2
+    rows = 2 * np.arange(out_h)[:, None] + np.arange(kernel_size) - top   # [out_h, k]
+    cols = 2 * np.arange(out_w)[:, None] + np.arange(kernel_size) - left  # [out_w, k]
+    rows, cols = rows[:, None, :, None], cols[None, :, None, :]
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    return np.where(inside, rows * width + cols, height * width).reshape(-1).astype(np.int32)
+
+
+def _with_zero_pixel(x, pixels, channels):
+    """x as [N, pixels, channels], with a zero pixel after the last one."""
+    return tf.pad(tf.reshape(x, [-1, pixels, channels]), [[0, 0], [0, 1], [0, 0]])
+
+
 def _patches(x, kernel_size):
     """[N, H, W, C] -> [N * H/2 * W/2, k*k*C]: every k x k window of a stride-2,
-    SAME convolution, as rows, with the taps in the order of _patch_rows(w).
+    SAME convolution, as rows, taps in the order of _patch_rows(w).
 
-    For an even k each window is k/2 x k/2 whole 2x2 blocks of the padded
-    image, so the rows are slices of its space_to_depth, concatenated:
-    about twice as fast as tf.image.extract_patches (D's last layer at half
-    width, batch 64: 0.9 against 1.8 ms), whose order is the weights' own
-    and which odd kernels keep.
+    One gather of whole pixels (C values each) from the image with a zero
+    pixel appended for the padding: a third to a half of the time of
+    tf.image.extract_patches, or of slices of the padded image's
+    space_to_depth (bench/ops_alone.py --only patches).
     """
-    if kernel_size % 2:
-        windows = tf.image.extract_patches(x, [1, kernel_size, kernel_size, 1], STRIDES,
-                                           [1, 1, 1, 1], "SAME")
-        return tf.reshape(windows, [-1, windows.shape[-1]])
-    pad, span = (kernel_size - 2) // 2, kernel_size // 2
-    blocks = tf.nn.space_to_depth(tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]]), 2)
-    out_h, out_w = x.shape[1] // 2, x.shape[2] // 2
-    windows = tf.concat([blocks[:, i:i + out_h, j:j + out_w, :]
-                         for i in range(span) for j in range(span)], -1)
-    return tf.reshape(windows, [-1, windows.shape[-1]])
+    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    taps = tf.gather(_with_zero_pixel(x, height * width, channels),
+                     _window_pixels(height, width, kernel_size), axis=1, name="patches")
+    return tf.reshape(taps, [-1, kernel_size * kernel_size * channels])
 
 
 def _patch_rows(w):
-    """Weights [k, k, C, F] -> [k*k*C, F], one row per column of _patches.
-
-    Even k: tap (2a + s, 2b + t) of block (a, b) at space_to_depth offset
-    (s, t) goes to row ((a * k/2 + b) * 4 + s * 2 + t) * C + c.
-    """
-    kernel_size, _, channels, filters = w.shape
-    if kernel_size % 2:
-        return tf.reshape(w, [-1, filters])
-    span = kernel_size // 2
-    w = tf.reshape(w, [span, 2, span, 2, channels, filters])
-    return tf.reshape(tf.transpose(w, [0, 2, 1, 3, 4, 5]), [-1, filters])
+    """Weights [k, k, C, F] -> [k*k*C, F], one row per column of _patches."""
+    return tf.reshape(w, [-1, w.shape[-1]])
 
 
 def _weights_from_patch_rows(rows, shape):
     """The inverse of _patch_rows: [k*k*C, F] -> `shape` [k, k, C, F]."""
-    kernel_size, _, channels, filters = shape
-    if kernel_size % 2:
-        return tf.reshape(rows, shape)
-    span = kernel_size // 2
-    rows = tf.reshape(rows, [span, span, 2, 2, channels, filters])
-    return tf.reshape(tf.transpose(rows, [0, 2, 1, 3, 4, 5]), shape)
+    return tf.reshape(rows, shape)
 
 
 def _conv2d_transpose(x, w):
@@ -601,48 +601,25 @@ def _overlap_add(patches, kernel_size):
     convolution over a [N, 2h, 2w, C] image, taps in the order of
     _patches -> that image, each pixel the sum of the window taps that
     cover it.
+
+    The taps that cover a pixel are gathered slot by slot (a pixel covered
+    by fewer than the most reads the zero tap in its spare slots) and the
+    slots added: faster than adding shifted planes of taps and interleaving
+    them (bench/ops_alone.py --only patches).
     """
-    if kernel_size % 2 == 0:
-        return _overlap_add_blocks(patches, kernel_size)
+    out_h, out_w = patches.shape[1], patches.shape[2]
+    height, width = 2 * out_h, 2 * out_w
     channels = patches.shape[-1] // kernel_size ** 2
-    patches = tf.reshape(patches, [-1, *patches.shape[1:3], kernel_size, kernel_size,
-                                   channels])
-    # Tap t of window o covers pixel 2o + t - pad along each axis, so the
-    # pixels of one phase (even or odd) sum whole shifted planes of taps;
-    # depth_to_space interleaves the four phases.
-    pad = (kernel_size - 2) // 2
-    phases = []
-    for phase_h in (0, 1):
-        for phase_w in (0, 1):
-            phases.append(tf.add_n([
-                _shift(patches[:, :, :, tap_h, tap_w, :], (tap_h - pad - phase_h) // 2,
-                       (tap_w - pad - phase_w) // 2)
-                for tap_h in range(kernel_size) if (tap_h - pad) % 2 == phase_h
-                for tap_w in range(kernel_size) if (tap_w - pad) % 2 == phase_w]))
-    return tf.nn.depth_to_space(tf.concat(phases, -1), 2)
-
-
-def _overlap_add_blocks(patches, kernel_size):
-    """_overlap_add for an even k: window o's block (a, b) is block o + (a, b)
-    of the padded image's space_to_depth, so the blocks of each offset add in
-    as one shifted plane, and depth_to_space undoes the blocks."""
-    pad, span = (kernel_size - 2) // 2, kernel_size // 2
-    depth = patches.shape[-1] // span ** 2
-    planes = [tf.pad(patches[:, :, :, (a * span + b) * depth:(a * span + b + 1) * depth],
-                     [[0, 0], [a, span - 1 - a], [b, span - 1 - b], [0, 0]])
-              for a in range(span) for b in range(span)]
-    image = tf.nn.depth_to_space(tf.add_n(planes), 2)
-    height, width = 2 * patches.shape[1], 2 * patches.shape[2]
-    return image[:, pad:pad + height, pad:pad + width, :]
-
-
-def _shift(x, down, right):
-    """x [N, H, W, C] moved down and right by that many pixels (negative:
-    up, left) within its own size; zeros fill in."""
-    height, width = x.shape[1], x.shape[2]
-    x = x[:, max(-down, 0):height - max(down, 0), max(-right, 0):width - max(right, 0), :]
-    return tf.pad(x, [[0, 0], [max(down, 0), max(-down, 0)], [max(right, 0), max(-right, 0)],
-                      [0, 0]])
+    window_pixels = _window_pixels(height, width, kernel_size)
+    covering = [np.flatnonzero(window_pixels == pixel) for pixel in range(height * width)]
+    slots = max(len(taps) for taps in covering)
+    zero_tap = len(window_pixels)
+    covering = np.array([list(taps) + [zero_tap] * (slots - len(taps)) for taps in covering],
+                        np.int32)
+    with tf.name_scope("overlap_add"):
+        taps = _with_zero_pixel(patches, zero_tap, channels)
+        image = tf.add_n([tf.gather(taps, covering[:, slot], axis=1) for slot in range(slots)])
+        return tf.reshape(image, [-1, height, width, channels])
 
 
 def _patch_matmul_conv2d_transpose(x, w, matmul_forward):

@@ -30,6 +30,12 @@ of writing it that lost ("What was measured on the way" in bench/README.md).
                    convolution over the padded image's space_to_depth (12
                    channels), and that space_to_depth alone, written as a
                    reshape and a transpose or as tf.nn.space_to_depth;
+  patches          the patch matrix multiplies' patches and their
+                   overlap-add (D's last convolution and G's first
+                   transposed one): gathers of whole pixels (as trained)
+                   against tf.image.extract_patches and shifted planes of
+                   taps, and slices of the padded input's space_to_depth
+                   for even kernels (as trained before the gathers);
   depth_to_space   the sub-pixel layers' depth_to_space (12 channels to 3,
                    and one with many channels): a reshape and a transpose
                    (as trained) against tf.nn.depth_to_space.
@@ -73,12 +79,16 @@ WEIGHT_GRADIENTS = [("D conv1, half width", 32, 32, 64), ("D conv2, half width",
                     ("D conv3, half width", 8, 128, 256), ("D conv1, full width, k4", 32, 64, 128),
                     ("D conv2, full width, k4", 16, 128, 256),
                     ("D conv3, full width, k4", 8, 256, 512)]
+# (name, input side, input channels, kernel) of the layers that train as
+# patch matrix multiplies: D's last convolution (and, the other way round, G's
+# first transposed one) at full width, and in bf16 at half width.
+PATCH_LAYERS = [("D conv3, full width, k5", 8, 256, 5), ("D conv3, full width, k4", 8, 256, 4),
+                ("D conv3, half width, k4", 8, 128, 4)]
 # (name, [H, W, C]) of depth_to_space inputs: G's last layer at kernel 4
-# and 5 (its sub-pixel convolution's 12 channels), and the many channels of
-# the full-width overlap-add, which keeps tf.nn.depth_to_space.
+# and 5 (its sub-pixel convolution's 12 channels), and many channels (as
+# the full-width overlap-add of space_to_depth blocks had them).
 DEPTH_TO_SPACE_SHAPES = [("G's last layer, k4", [33, 33, 12]), ("G's last layer, k5", [32, 32, 12]),
-                         ("the overlap-add of D's last input gradient, full width",
-                          [5, 5, 1024])]
+                         ("many channels", [5, 5, 1024])]
 WEIGHT_GRADIENT_WAYS = ("oneDNN", "shifted matmul", "matmul alone", "patch matmul",
                         "channels-first patches", "dilated convolution")
 
@@ -134,6 +144,69 @@ def padded_blocks(x):
                       [-1, height // 2, width // 2, 4 * channels])
 
 
+def block_rows(w):
+    """Weights [4, 4, C, F] -> [16C, F], tap (2a + p, 2b + q) at row
+    ((a * 2 + b) * 4 + p * 2 + q) * C + c: one row per column of
+    block_patches."""
+    _, _, channels, filters = w.shape
+    w = tf.reshape(w, [2, 2, 2, 2, channels, filters])
+    return tf.reshape(tf.transpose(w, [0, 2, 1, 3, 4, 5]), [-1, filters])
+
+
+def weights_from_block_rows(rows, shape):
+    """The inverse of block_rows: [16C, F] -> `shape` [4, 4, C, F]."""
+    _, _, channels, filters = shape
+    rows = tf.reshape(rows, [2, 2, 2, 2, channels, filters])
+    return tf.reshape(tf.transpose(rows, [0, 2, 1, 3, 4, 5]), shape)
+
+
+def block_patches(x):
+    """The patches of a kernel-4, stride-2, SAME convolution as slices of the
+    padded input's space_to_depth, concatenated (as the 4x4 layers took them
+    before gan_model._patches gathered pixels): [N * H/2 * W/2, 16C], taps in
+    the order of block_rows."""
+    blocks = padded_blocks(x)
+    out_h, out_w = x.shape[1] // 2, x.shape[2] // 2
+    windows = tf.concat([blocks[:, a:a + out_h, b:b + out_w, :] for a in (0, 1) for b in (0, 1)],
+                        -1)
+    return tf.reshape(windows, [-1, windows.shape[-1]])
+
+
+def block_overlap_add(patches):
+    """The adjoint of block_patches, patches [N, h, w, 16C] -> [N, 2h, 2w, C]:
+    the four blocks of each window added in as shifted planes of the
+    space_to_depth, which depth_to_space undoes."""
+    depth = patches.shape[-1] // 4
+    planes = [tf.pad(patches[:, :, :, (a * 2 + b) * depth:(a * 2 + b + 1) * depth],
+                     [[0, 0], [a, 1 - a], [b, 1 - b], [0, 0]]) for a in (0, 1) for b in (0, 1)]
+    image = tf.nn.depth_to_space(tf.add_n(planes), 2)
+    return image[:, 1:1 + 2 * patches.shape[1], 1:1 + 2 * patches.shape[2], :]
+
+
+def plane_overlap_add(patches, kernel_size):
+    """gan_model._overlap_add as it was for odd kernels: [N, h, w, k*k*C],
+    taps in the weights' order -> [N, 2h, 2w, C]. Tap t of window o covers
+    pixel 2o + t - pad along each axis, so each phase (even or odd pixels)
+    sums whole shifted planes of taps, and depth_to_space interleaves the
+    four phases."""
+    height, width = patches.shape[1], patches.shape[2]
+    channels = patches.shape[-1] // kernel_size ** 2
+    patches = tf.reshape(patches, [-1, height, width, kernel_size, kernel_size, channels])
+    pad = (kernel_size - 2) // 2
+
+    def shifted(plane, down, right):
+        plane = plane[:, max(-down, 0):height - max(down, 0),
+                      max(-right, 0):width - max(right, 0), :]
+        return tf.pad(plane, [[0, 0], [max(down, 0), max(-down, 0)],
+                              [max(right, 0), max(-right, 0)], [0, 0]])
+    phases = [tf.add_n([shifted(patches[:, :, :, tap_h, tap_w, :], (tap_h - pad - phase_h) // 2,
+                                (tap_w - pad - phase_w) // 2)
+                        for tap_h in range(kernel_size) if (tap_h - pad) % 2 == phase_h
+                        for tap_w in range(kernel_size) if (tap_w - pad) % 2 == phase_w])
+              for phase_h in (0, 1) for phase_w in (0, 1)]
+    return tf.nn.depth_to_space(tf.concat(phases, -1), 2)
+
+
 def shifted_matmul_weight_gradient(x, dy):
     """The weight gradient [4, 4, C, Co] of a kernel-4, stride-2, SAME
     convolution of x [N, H, W, C] whose output gradient is dy [N, H/2, W/2, Co].
@@ -167,7 +240,7 @@ def channels_first_patch_weight_gradient(x, dy):
     columns = tf.concat([blocks[:, :, a:a + out_h, b:b + out_w] for a in (0, 1) for b in (0, 1)],
                         0)
     rows = tf.matmul(tf.reshape(columns, [16 * c_in, -1]), tf.reshape(dy, [-1, c_out]))
-    return gan_model._weights_from_patch_rows(rows, [4, 4, c_in, c_out])
+    return weights_from_block_rows(rows, [4, 4, c_in, c_out])
 
 
 def weight_gradient(way, batch, side, c_in, c_out, dtype=tf.float32):
@@ -196,17 +269,16 @@ def weight_gradient(way, batch, side, c_in, c_out, dtype=tf.float32):
 def space_to_depth_weights(w):
     """[4, 4, C, F] -> [2, 2, 4C, F]: tap (2a + p, 2b + q) of w is tap (a, b)
     of a stride-1 convolution over the padded input's space_to_depth, at
-    that input's channel (p, q, c): the patch rows of gan_model, in the
-    shape of a 2x2 kernel."""
+    that input's channel (p, q, c): block_rows(w), in the shape of a 2x2
+    kernel."""
     _, _, c_in, c_out = w.shape
-    return tf.reshape(gan_model._patch_rows(w), [2, 2, 4 * c_in, c_out])
+    return tf.reshape(block_rows(w), [2, 2, 4 * c_in, c_out])
 
 
 def weights_from_space_to_depth(w):
     """The inverse of space_to_depth_weights."""
     _, _, depth, c_out = w.shape
-    return gan_model._weights_from_patch_rows(tf.reshape(w, [-1, c_out]),
-                                              [4, 4, depth // 4, c_out])
+    return weights_from_block_rows(tf.reshape(w, [-1, c_out]), [4, 4, depth // 4, c_out])
 
 
 def space_to_depth_conv2d(x, w):
@@ -236,6 +308,29 @@ def first_layer(way, batch, df_dim):
     y = tf.nn.conv2d(x, w, [1, 2, 2, 1], "SAME")
     return scalar(y, tf1.nn.conv2d_backprop_filter(x, [4, 4, 3, df_dim], dy, [1, 2, 2, 1],
                                                    "SAME"))
+
+
+def patches(way, batch, side, channels, kernel_size):
+    """The patches of a stride-2, SAME convolution over [batch, side, side,
+    channels], one way."""
+    x = tf1.Variable(random([batch, side, side, channels]))
+    if way == "gather":
+        return scalar(gan_model._patches(x, kernel_size))
+    if way == "space_to_depth blocks":
+        return scalar(block_patches(x))
+    return scalar(tf.image.extract_patches(x, [1, kernel_size, kernel_size, 1], [1, 2, 2, 1],
+                                           [1, 1, 1, 1], "SAME"))
+
+
+def overlap_add(way, batch, side, channels, kernel_size):
+    """The window taps [batch, side/2, side/2, k*k*channels] added back into
+    the image, one way."""
+    taps = tf1.Variable(random([batch, side // 2, side // 2, kernel_size ** 2 * channels]))
+    if way == "gathers":
+        return scalar(gan_model._overlap_add(taps, kernel_size))
+    if way == "space_to_depth blocks":
+        return scalar(block_overlap_add(taps))
+    return scalar(plane_overlap_add(taps, kernel_size))
 
 
 def depth_to_space(way, shape):
@@ -271,6 +366,15 @@ def pairs(args):
                 way: lambda way=way, df_dim=df_dim: first_layer(way, batch, df_dim)
                 for way in ("as trained", "space_to_depth", "space_to_depth alone",
                             "tf.nn.space_to_depth alone")}
+    if "patches" in args.only:
+        for name, *shape in PATCH_LAYERS:
+            even = shape[-1] % 2 == 0
+            yield f"{name}, its patches", {
+                way: lambda way=way, shape=shape: patches(way, batch, *shape)
+                for way in ("gather", "extract_patches", *["space_to_depth blocks"] * even)}
+            yield f"{name}, their overlap-add", {
+                way: lambda way=way, shape=shape: overlap_add(way, batch, *shape)
+                for way in ("gathers", "shifted planes", *["space_to_depth blocks"] * even)}
     if "depth_to_space" in args.only:
         for name, shape in DEPTH_TO_SPACE_SHAPES:
             yield f"depth_to_space of {name} {shape}", {
@@ -303,7 +407,8 @@ def time_pair(builders, args):
     return {way: 1e3 * statistics.median(seconds) for way, seconds in times.items()}
 
 
-KINDS = ("data_format", "batch_norm", "weight_gradient", "first_layer", "depth_to_space")
+KINDS = ("data_format", "batch_norm", "weight_gradient", "first_layer", "patches",
+         "depth_to_space")
 
 
 def main(argv=None):

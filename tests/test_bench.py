@@ -151,8 +151,8 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, monkeyp
                  "G deconv4 bias"):  # the last, a sum that gan_model names
         assert groups[(name, None)][1] > 0, name
     # No convolution or matrix multiply is left out of the layers' rows, nor
-    # the patches of the patch matrix multiplies (odd and even kernels) and
-    # their weights' permutation.
+    # the gathers of the patch matrix multiplies' patches and overlap-add
+    # (the losses' means have gathers of their own).
     node_types = [node.timeline_label.split(" = ")[-1].split("(")[0]
                   for stats in traced.step_stats for device in stats.dev_stats
                   for node in device.node_stats]
@@ -161,12 +161,9 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, monkeyp
              for device in stats.dev_stats for node in device.node_stats
              for kind in [node.timeline_label.split(" = ")[-1].split("(")[0].strip()]
              if ("Conv2D" in kind or "MatMul" in kind
-                 or kind in ("ExtractImagePatches", "SpaceToDepth")
-                 or (kind.endswith("Transpose") and step_profile.LAYER.search(node.node_name)))
+                 or (kind == "GatherV2" and step_profile.LAYER.search(node.node_name)))
              and step_profile.op_group(node.node_name, kind)[0] == "other"]
-    assert any(kind in ("ExtractImagePatches", "SpaceToDepth") for kind in node_types)
-    if kernel_size % 2 == 0:  # the weights' rows, permuted to the patches' order
-        assert any(kind.endswith("Transpose") for kind in node_types)
+    assert "GatherV2" in node_types
     assert not stray
 
 
@@ -323,3 +320,32 @@ def test_ops_alone_times_each_pair_it_is_asked_for(capsys):
                for line in first_layers)
     assert all(line.startswith("depth_to_space of ") and "tf.nn.depth_to_space " in line
                for line in depth_to_spaces)
+
+
+@pytest.mark.parametrize("kernel_size", [4, 5])
+def test_the_earlier_patches_and_overlap_adds_are_gan_models(kernel_size):
+    """bench/ops_alone.py --only patches times the ways the patch matrix
+    multiplies took before against gan_model's gathers: they must compute
+    the same patches (in their own tap order) and the same overlap-add."""
+    import numpy as np
+    import tensorflow as tf
+    import gan_model
+    import ops_alone
+    rng = np.random.default_rng(0)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        x = tf.constant(rng.standard_normal([2, 8, 6, 3], dtype=np.float32))
+        w = tf.constant(rng.standard_normal([kernel_size, kernel_size, 3, 5], dtype=np.float32))
+        taps = tf.constant(rng.standard_normal([2, 4, 3, kernel_size ** 2 * 3], dtype=np.float32))
+        pairs = [(gan_model._overlap_add(taps, kernel_size),
+                  ops_alone.plane_overlap_add(taps, kernel_size))]
+        if kernel_size == 4:
+            # The same taps in the blocks' order: block_rows of their indices.
+            block_order = tf.reshape(ops_alone.block_rows(tf.reshape(tf.range(48), [4, 4, 3, 1])),
+                                     [-1])
+            pairs += [(tf.matmul(gan_model._patches(x, 4), gan_model._patch_rows(w)),
+                       tf.matmul(ops_alone.block_patches(x), ops_alone.block_rows(w))),
+                      (gan_model._overlap_add(taps, 4),
+                       ops_alone.block_overlap_add(tf.gather(taps, block_order, axis=-1)))]
+        for ours, theirs in sess.run(pairs):
+            assert ours.shape == theirs.shape
+            assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(ours).max()
