@@ -257,7 +257,8 @@ STRIDES = [1, 2, 2, 1]
 # about half the rate of a matrix multiply on the machines where this was
 # chosen, and reorders the weights (13 MB at full width) on every call. On a
 # Zen 4 its kernels ran near the full rate there, yet the step was level
-# (1.00-1.03x), and on Zen 3 the patches won by 9.5%: bench/README.md.
+# (1.00-1.03x); on Zen 3 the patches won by 9.5%, and on an Intel Xeon with
+# AMX by 8.6%: bench/README.md.
 # The same sums, in another order: results move within rounding.
 PATCH_MATMUL_MAX_PIXELS = 16
 # Of those, a float32 transposed convolution with at least this many weights
@@ -411,9 +412,9 @@ def _patches(x, kernel_size):
     SAME convolution, as rows, taps in the order of _patch_rows(w).
 
     One gather of whole pixels (C values each) from the image with a zero
-    pixel appended for the padding: a third to a half of the time of
-    tf.image.extract_patches, or of slices of the padded image's
-    space_to_depth (bench/ops_alone.py --only patches).
+    pixel appended for the padding: on an Intel Xeon, a fifth to a half of
+    the time of tf.image.extract_patches, or of slices of the padded
+    image's space_to_depth (bench/ops_alone.py --only patches).
     """
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
     taps = tf.gather(_with_zero_pixel(x, height * width, channels),
@@ -604,18 +605,19 @@ def _overlap_add(patches, kernel_size):
 
     The taps that cover a pixel are gathered slot by slot (a pixel covered
     by fewer than the most reads the zero tap in its spare slots) and the
-    slots added: faster than adding shifted planes of taps and interleaving
-    them (bench/ops_alone.py --only patches).
+    slots added: 1.3-1.6 times as fast as adding shifted planes of taps and
+    interleaving them, on an Intel Xeon (bench/ops_alone.py --only patches).
     """
     out_h, out_w = patches.shape[1], patches.shape[2]
     height, width = 2 * out_h, 2 * out_w
     channels = patches.shape[-1] // kernel_size ** 2
     window_pixels = _window_pixels(height, width, kernel_size)
+    # covering[pixel, slot]: the index of a tap (window * k * k + tap) over the pixel.
     covering = [np.flatnonzero(window_pixels == pixel) for pixel in range(height * width)]
-    slots = max(len(taps) for taps in covering)
+    slots = max(len(indices) for indices in covering)
     zero_tap = len(window_pixels)
-    covering = np.array([list(taps) + [zero_tap] * (slots - len(taps)) for taps in covering],
-                        np.int32)
+    covering = np.array([list(indices) + [zero_tap] * (slots - len(indices))
+                         for indices in covering], np.int32)
     with tf.name_scope("overlap_add"):
         taps = _with_zero_pixel(patches, zero_tap, channels)
         image = tf.add_n([tf.gather(taps, covering[:, slot], axis=1) for slot in range(slots)])
