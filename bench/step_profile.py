@@ -42,14 +42,13 @@ LAYER = re.compile(r"(generator|discriminator)(?:_\d+)?/(deconv\d|conv\d|linear|
 # the fused op keeps the activation's name, outside conv0's scope.
 FUSED_FIRST_LAYER = re.compile(r"^discriminator(?:_\d+)?/LeakyRelu$")
 # Ops that serve a layer's matrix multiply or convolution (the patch matrix
-# multiplies' patches and overlap-add, the sub-pixel convolutions' kernel
-# gather, padding and depth-to-space, gan_model.py): part of the layer's
-# pass, not calls of their own.
+# multiplies' gathers of patches and overlap-add, the sub-pixel
+# convolutions' kernel gather, padding and depth-to-space, gan_model.py):
+# part of the layer's pass, not calls of their own.
 # With oneDNN on, TensorFlow runs some of them as its own kernels, whose
-# types carry a "_Mkl" or "_MklNative" prefix (the weights' Transpose).
+# types carry a "_Mkl" or "_MklNative" prefix (the depth-to-space's Transpose).
 LAYOUT_OPS = re.compile(
-    r"(?:_Mkl(?:Native)?)?(?:ExtractImagePatches|SpaceToDepth|DepthToSpace|Pad|GatherV2|"
-    r"Transpose|StridedSlice|AddN|ConcatV2)")
+    r"(?:_Mkl(?:Native)?)?(?:DepthToSpace|Pad|GatherV2|Transpose|StridedSlice|AddN|ConcatV2)")
 NETWORK_NAMES = {"generator": "G", "discriminator": "D"}
 PASSES = ("forward", "input gradient", "weight gradient")
 
