@@ -35,7 +35,11 @@ of writing it that lost ("What was measured on the way" in bench/README.md).
                    transposed one): gathers of whole pixels (as trained)
                    against tf.image.extract_patches and shifted planes of
                    taps, and slices of the padded input's space_to_depth
-                   for even kernels (as trained before the gathers);
+                   for even kernels (as trained before the gathers); the
+                   overlap-add's gathers also against the same gathers
+                   from values with a zero tap appended to each image's
+                   (as trained before the matrix multiply made a zero
+                   row);
   depth_to_space   the sub-pixel layers' depth_to_space (12 channels to 3,
                    and one with many channels): a reshape and a transpose
                    (as trained) against tf.nn.depth_to_space.
@@ -207,6 +211,24 @@ def plane_overlap_add(patches, kernel_size):
     return tf.nn.depth_to_space(tf.concat(phases, -1), 2)
 
 
+def padded_overlap_add(patches, kernel_size):
+    """gan_model._overlap_add as it was before its zero row came from the
+    matrix multiply: [N, h, w, k*k*C] -> [N, 2h, 2w, C], the same slot
+    gathers and add_n, from the values with a zero tap appended to each
+    image's (a copy of all of them)."""
+    height, width = 2 * patches.shape[1], 2 * patches.shape[2]
+    channels = patches.shape[-1] // kernel_size ** 2
+    window_pixels = gan_model._window_pixels(height, width, kernel_size)
+    covering = [np.flatnonzero(window_pixels == pixel) for pixel in range(height * width)]
+    slots = max(len(indices) for indices in covering)
+    zero_tap = len(window_pixels)
+    covering = np.array([list(indices) + [zero_tap] * (slots - len(indices))
+                         for indices in covering], np.int32)
+    taps = tf.pad(tf.reshape(patches, [-1, zero_tap, channels]), [[0, 0], [0, 1], [0, 0]])
+    image = tf.add_n([tf.gather(taps, covering[:, slot], axis=1) for slot in range(slots)])
+    return tf.reshape(image, [-1, height, width, channels])
+
+
 def shifted_matmul_weight_gradient(x, dy):
     """The weight gradient [4, 4, C, Co] of a kernel-4, stride-2, SAME
     convolution of x [N, H, W, C] whose output gradient is dy [N, H/2, W/2, Co].
@@ -310,10 +332,10 @@ def first_layer(way, batch, df_dim):
                                                    "SAME"))
 
 
-def patches(way, batch, side, channels, kernel_size):
+def patches(way, batch, side, channels, kernel_size, dtype):
     """The patches of a stride-2, SAME convolution over [batch, side, side,
     channels], one way."""
-    x = tf1.Variable(random([batch, side, side, channels]))
+    x = tf.cast(tf1.Variable(random([batch, side, side, channels])), dtype)
     if way == "gather":
         return scalar(gan_model._patches(x, kernel_size))
     if way == "space_to_depth blocks":
@@ -322,15 +344,20 @@ def patches(way, batch, side, channels, kernel_size):
                                            [1, 1, 1, 1], "SAME"))
 
 
-def overlap_add(way, batch, side, channels, kernel_size):
-    """The window taps [batch, side/2, side/2, k*k*channels] added back into
-    the image, one way."""
-    taps = tf1.Variable(random([batch, side // 2, side // 2, kernel_size ** 2 * channels]))
-    if way == "gathers":
-        return scalar(gan_model._overlap_add(taps, kernel_size))
+def overlap_add(way, batch, side, channels, kernel_size, dtype):
+    """The window taps of a [batch, side, side, channels] image added back
+    into it, one way."""
+    windows, taps = batch * (side // 2) ** 2, kernel_size ** 2 * channels
+    if way == "gathers":  # as trained: a zero row after the windows' rows
+        values = tf1.Variable(tf.concat([random([windows, taps]), tf.zeros([1, taps])], 0))
+        return scalar(gan_model._overlap_add(tf.cast(values, dtype), side // 2, side // 2,
+                                             kernel_size))
+    values = tf.cast(tf1.Variable(random([batch, side // 2, side // 2, taps])), dtype)
+    if way == "gathers, zero taps padded":
+        return scalar(padded_overlap_add(values, kernel_size))
     if way == "space_to_depth blocks":
-        return scalar(block_overlap_add(taps))
-    return scalar(plane_overlap_add(taps, kernel_size))
+        return scalar(block_overlap_add(values))
+    return scalar(plane_overlap_add(values, kernel_size))
 
 
 def depth_to_space(way, shape):
@@ -367,14 +394,16 @@ def pairs(args):
                 for way in ("as trained", "space_to_depth", "space_to_depth alone",
                             "tf.nn.space_to_depth alone")}
     if "patches" in args.only:
+        dtype = gan_model.PRECISIONS[args.precision]
         for name, *shape in PATCH_LAYERS:
             even = shape[-1] % 2 == 0
-            yield f"{name}, its patches", {
-                way: lambda way=way, shape=shape: patches(way, batch, *shape)
+            yield f"{name}, its patches, {args.precision}", {
+                way: lambda way=way, shape=shape: patches(way, batch, *shape, dtype)
                 for way in ("gather", "extract_patches", *["space_to_depth blocks"] * even)}
-            yield f"{name}, their overlap-add", {
-                way: lambda way=way, shape=shape: overlap_add(way, batch, *shape)
-                for way in ("gathers", "shifted planes", *["space_to_depth blocks"] * even)}
+            yield f"{name}, their overlap-add, {args.precision}", {
+                way: lambda way=way, shape=shape: overlap_add(way, batch, *shape, dtype)
+                for way in ("gathers", "gathers, zero taps padded", "shifted planes",
+                            *["space_to_depth blocks"] * even)}
     if "depth_to_space" in args.only:
         for name, shape in DEPTH_TO_SPACE_SHAPES:
             yield f"depth_to_space of {name} {shape}", {
@@ -419,7 +448,7 @@ def main(argv=None):
                         help="comma-separated, from " + ", ".join(KINDS))
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--precision", default="fp32", choices=sorted(gan_model.PRECISIONS),
-                        help="the weight_gradient kind's compute type")
+                        help="the weight_gradient and patches kinds' compute type")
     parser.add_argument("--rounds", type=int, default=10, help="rounds (median)")
     parser.add_argument("--iters", type=int, default=10, help="timed runs per round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first")

@@ -322,11 +322,23 @@ def test_ops_alone_times_each_pair_it_is_asked_for(capsys):
                for line in depth_to_spaces)
 
 
+def test_ops_alone_times_the_patches_in_bf16(capsys):
+    import ops_alone
+    assert ops_alone.main(["--only", "patches", "--precision", "bf16", "--batch_size", "2",
+                           "--rounds", "1", "--iters", "1", "--warmup", "0"]) == 0
+    timed = [line for line in capsys.readouterr().out.splitlines() if " ms (" in line]
+    assert len(timed) == 2 * len(ops_alone.PATCH_LAYERS)
+    assert all(line.startswith("D conv3") and ", bf16: gather" in line for line in timed[::2])
+    assert all(", bf16: gathers " in line and "gathers, zero taps padded " in line
+               for line in timed[1::2])
+
+
 @pytest.mark.parametrize("kernel_size", [4, 5])
 def test_the_earlier_patches_and_overlap_adds_are_gan_models(kernel_size):
     """bench/ops_alone.py --only patches times the ways the patch matrix
     multiplies took before against gan_model's gathers: they must compute
-    the same patches (in their own tap order) and the same overlap-add."""
+    the same patches (in their own tap order) and the same overlap-add,
+    the gathers from values with a zero tap padded on too."""
     import numpy as np
     import tensorflow as tf
     import gan_model
@@ -336,16 +348,18 @@ def test_the_earlier_patches_and_overlap_adds_are_gan_models(kernel_size):
         x = tf.constant(rng.standard_normal([2, 8, 6, 3], dtype=np.float32))
         w = tf.constant(rng.standard_normal([kernel_size, kernel_size, 3, 5], dtype=np.float32))
         taps = tf.constant(rng.standard_normal([2, 4, 3, kernel_size ** 2 * 3], dtype=np.float32))
-        pairs = [(gan_model._overlap_add(taps, kernel_size),
-                  ops_alone.plane_overlap_add(taps, kernel_size))]
+        ours = gan_model._overlap_add(
+            gan_model._with_zero_row(tf.reshape(taps, [-1, kernel_size ** 2 * 3])), 4, 3,
+            kernel_size)
+        pairs = [(ours, ops_alone.plane_overlap_add(taps, kernel_size)),
+                 (ours, ops_alone.padded_overlap_add(taps, kernel_size))]
         if kernel_size == 4:
             # The same taps in the blocks' order: block_rows of their indices.
             block_order = tf.reshape(ops_alone.block_rows(tf.reshape(tf.range(48), [4, 4, 3, 1])),
                                      [-1])
             pairs += [(tf.matmul(gan_model._patches(x, 4), gan_model._patch_rows(w)),
                        tf.matmul(ops_alone.block_patches(x), ops_alone.block_rows(w))),
-                      (gan_model._overlap_add(taps, 4),
-                       ops_alone.block_overlap_add(tf.gather(taps, block_order, axis=-1)))]
+                      (ours, ops_alone.block_overlap_add(tf.gather(taps, block_order, axis=-1)))]
         for ours, theirs in sess.run(pairs):
             assert ours.shape == theirs.shape
             assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(ours).max()

@@ -249,6 +249,28 @@ def test_patch_matmul_layers_match_tensorflows_convolutions(kernel_size):
     assert_within_rounding(values)
 
 
+@pytest.mark.parametrize("kernel_size", [4, 5])
+def test_bf16_overlap_add_rounds_once(kernel_size):
+    """The bf16 overlap-add sums each pixel's taps in float32 and rounds the
+    sum to bf16 once: within one bf16 rounding of the float32 overlap-add,
+    where adding in bf16 tap by tap drifts further. The batch size is known
+    only at run time, as in training."""
+    import gan_model
+    rng = np.random.default_rng(3)
+    depth = kernel_size ** 2 * 16
+    values = np.concatenate([rng.normal(size=(3 * 4 * 3, depth)), np.zeros((1, depth))])
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        fed = tf1.placeholder(tf.float32, [None, depth])
+        in_bf16 = tf.cast(fed, tf.bfloat16)  # the float32 sum gets the same inputs
+        ours, exact = sess.run(
+            [tf.cast(gan_model._overlap_add(in_bf16, 4, 3, kernel_size), tf.float32),
+             gan_model._overlap_add(tf.cast(in_bf16, tf.float32), 4, 3, kernel_size)],
+            {fed: values})
+    assert ours.shape == exact.shape == (3, 8, 6, 16)
+    # Half a bf16 ulp (7 fraction bits) of the sum, and float32's own rounding.
+    assert np.all(np.abs(ours - exact) <= (2.0 ** -8 + 2.0 ** -20) * np.abs(exact))
+
+
 @pytest.mark.parametrize("kernel_size", [3, 4, 5, 6])
 def test_subpixel_layers_match_tensorflows_convolutions(kernel_size):
     """The transposed convolutions to 3 channels written as sub-pixel
