@@ -49,6 +49,8 @@ FUSED_FIRST_LAYER = re.compile(r"^discriminator(?:_\d+)?/LeakyRelu$")
 # types carry a "_Mkl" or "_MklNative" prefix (the depth-to-space's Transpose).
 LAYOUT_OPS = re.compile(
     r"(?:_Mkl(?:Native)?)?(?:DepthToSpace|Pad|GatherV2|Transpose|StridedSlice|AddN|ConcatV2)")
+# And every op of an overlap-add: its indices, and in bf16 its Sum.
+OVERLAP_ADD = re.compile(r"/overlap_add/")
 NETWORK_NAMES = {"generator": "G", "discriminator": "D"}
 PASSES = ("forward", "input gradient", "weight gradient")
 
@@ -60,7 +62,7 @@ def op_group(name, op_type):
     if FUSED_FIRST_LAYER.match(name) and "Conv2D" in op_type:
         layer = "D conv0"
     gradient = name.startswith("gradients")
-    if re.search(r"Conv2D|MatMul", op_type) or (layer and LAYOUT_OPS.fullmatch(op_type)):
+    if re.search(r"Conv2D|MatMul", op_type) or (layer and serves_a_layer(name, op_type)):
         if layer is None:
             return "other", None
         if not gradient:
@@ -87,6 +89,11 @@ def op_group(name, op_type):
     if "Bias" in op_type or "bias_gradient" in name:  # gan_model names its bias sums
         return (f"{layer} bias" if layer else "bias"), None
     return "other", None
+
+
+def serves_a_layer(name, op_type):
+    """True for the ops that LAYOUT_OPS and OVERLAP_ADD count in a layer's pass."""
+    return bool(LAYOUT_OPS.fullmatch(op_type) or OVERLAP_ADD.search(name))
 
 
 class TracedSession:
@@ -117,7 +124,7 @@ class TracedSession:
                     group = op_group(node.node_name, op_type)
                     entry = totals[group]
                     entry[0] += (node.op_end_rel_micros - node.op_start_rel_micros) / 1e6
-                    entry[1] += not (group[1] and LAYOUT_OPS.fullmatch(op_type))
+                    entry[1] += not (group[1] and serves_a_layer(node.node_name, op_type))
         return {key: [seconds / iterations, calls / iterations]
                 for key, (seconds, calls) in totals.items()}
 

@@ -126,12 +126,15 @@ def test_profile_counts_the_dilated_weight_gradients_copies_in_their_pass(monkey
         assert step_profile.op_group(name, kind)[1] == "weight gradient", (name, kind)
 
 
-@pytest.mark.parametrize("schedule, kernel_size", [("classic", 5), ("reuse_fake", 4)])
-def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, monkeypatch):
+@pytest.mark.parametrize("schedule, kernel_size, precision",
+                         [("classic", 5, "fp32"), ("reuse_fake", 4, "fp32"),
+                          ("reuse_fake", 5, "bf16")])
+def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, precision,
+                                                  monkeypatch):
     import gan_model
     monkeypatch.setattr(gan_model, "PATCH_MATMUL_MIN_FP32_WEIGHTS", 0)  # a tiny model's too
     hparams = dataclasses.replace(TINY, schedule=schedule, g_ema_decay=0.999,
-                                  kernel_size=kernel_size)
+                                  kernel_size=kernel_size, precision=precision)
     runner = train_speed.TensorFlowRun(hparams, inter_op_threads=1)
     runner.step()
     traced = step_profile.TracedSession(runner.sess)
@@ -151,8 +154,8 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, monkeyp
                  "G deconv4 bias"):  # the last, a sum that gan_model names
         assert groups[(name, None)][1] > 0, name
     # No convolution or matrix multiply is left out of the layers' rows, nor
-    # the gathers of the patch matrix multiplies' patches and overlap-add
-    # (the losses' means have gathers of their own).
+    # the gathers of the patch matrix multiplies' patches and any op of
+    # their overlap-add (the losses' means have gathers of their own).
     node_types = [node.timeline_label.split(" = ")[-1].split("(")[0]
                   for stats in traced.step_stats for device in stats.dev_stats
                   for node in device.node_stats]
@@ -160,7 +163,7 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, monkeyp
     stray = [(node.node_name, kind) for stats in traced.step_stats
              for device in stats.dev_stats for node in device.node_stats
              for kind in [node.timeline_label.split(" = ")[-1].split("(")[0].strip()]
-             if ("Conv2D" in kind or "MatMul" in kind
+             if ("Conv2D" in kind or "MatMul" in kind or "/overlap_add/" in node.node_name
                  or (kind == "GatherV2" and step_profile.LAYER.search(node.node_name)))
              and step_profile.op_group(node.node_name, kind)[0] == "other"]
     assert "GatherV2" in node_types
