@@ -62,6 +62,8 @@ def op_group(name, op_type):
     if FUSED_FIRST_LAYER.match(name) and "Conv2D" in op_type:
         layer = "D conv0"
     gradient = name.startswith("gradients")
+    if "bias_gradient" in name:  # gan_model names its bias sums, some a MatMul
+        return (f"{layer} bias" if layer else "bias"), None
     if re.search(r"Conv2D|MatMul", op_type) or (layer and serves_a_layer(name, op_type)):
         if layer is None:
             return "other", None
@@ -86,7 +88,7 @@ def op_group(name, op_type):
         return "activations", None
     if "logistic_loss" in name or re.search(r"Log1p|Exp|Mean", op_type):
         return "losses", None
-    if "Bias" in op_type or "bias_gradient" in name:  # gan_model names its bias sums
+    if "Bias" in op_type:
         return (f"{layer} bias" if layer else "bias"), None
     return "other", None
 

@@ -126,6 +126,18 @@ def test_profile_counts_the_dilated_weight_gradients_copies_in_their_pass(monkey
         assert step_profile.op_group(name, kind)[1] == "weight gradient", (name, kind)
 
 
+def test_profile_counts_bias_sums_as_the_layers_bias():
+    """gan_model's bias gradients (name scope bias_gradient) are reductions,
+    or in bf16 a matrix multiply by ones: never a pass of the layer."""
+    scope = "gradients/discriminator/conv0/IdentityN_1_grad/bias_gradient/"
+    for kind in ("_MklMatMul", "MatMul", "Sum"):
+        assert step_profile.op_group(scope + "MatMul", kind) == ("D conv0 bias", None)
+    assert step_profile.op_group("gradients/discriminator/conv0/BiasAdd_grad/BiasAddGrad",
+                                 "BiasAddGrad") == ("D conv0 bias", None)
+    assert step_profile.op_group("discriminator/conv1/Conv2D", "_MklNativeConv2D") == (
+        "D conv1", "forward")
+
+
 @pytest.mark.parametrize("schedule, kernel_size, precision",
                          [("classic", 5, "fp32"), ("reuse_fake", 4, "fp32"),
                           ("reuse_fake", 5, "bf16")])

@@ -465,18 +465,20 @@ def test_only_wide_float32_4x4_transposed_convolutions_run_forward_as_a_matmul(k
         assert ("Conv2DBackpropInput" in types) != matmul_forward, layer
 
 
-def test_bf16_bias_gradients_are_summed_in_float32():
+@pytest.mark.parametrize("channels", [8, 64])  # reductions; a matrix multiply by ones
+def test_bf16_bias_gradients_are_summed_in_float32(channels):
     """A bias gradient sums the output gradient over the batch and the image:
     65,536 values a channel here. Summed in bf16 (BiasAddGrad on the CPU)
     the total stalls once it is a few hundred; it must be the float32 sum,
     within one bf16 rounding."""
     import gan_model
+    assert 8 < gan_model.BF16_BIAS_MATMUL_MIN_CHANNELS <= 64
     rng = np.random.default_rng(3)
-    upstream = rng.normal(1.0, 1.0, size=(64, 32, 32, 8)).astype(np.float32)
+    upstream = rng.normal(1.0, 1.0, size=(64, 32, 32, channels)).astype(np.float32)
     with tf.Graph().as_default(), tf1.Session() as sess:
-        y = tf.zeros([64, 32, 32, 8], tf.bfloat16)
+        y = tf.zeros([64, 32, 32, channels], tf.bfloat16)
         with tf1.variable_scope("layer"):
-            out = gan_model._add_bias(y, 8)
+            out = gan_model._add_bias(y, channels)
         bias = tf1.trainable_variables()[0]
         loss = tf.reduce_sum(tf.cast(out, tf.float32) * upstream)
         sess.run(tf1.global_variables_initializer())
