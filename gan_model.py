@@ -614,6 +614,18 @@ def _with_zero_row(rows):
     return tf.concat([rows, tf.zeros([1, rows.shape[-1]], rows.dtype)], axis=0)
 
 
+def _covering_taps(height, width, kernel_size):
+    """[H * W, slots]: for each pixel of a height x width image, the taps
+    (window * k * k + tap, in the order of _patches) of the stride-2, SAME
+    convolution's windows that cover it; where a pixel has fewer than the
+    most, its spare slots hold out_h * out_w * k * k, one past the last tap."""
+    window_pixels = _window_pixels(height, width, kernel_size)
+    covering = [np.flatnonzero(window_pixels == pixel) for pixel in range(height * width)]
+    slots = max(len(indices) for indices in covering)
+    return np.array([list(indices) + [len(window_pixels)] * (slots - len(indices))
+                     for indices in covering], np.int32)
+
+
 def _overlap_add(window_values, out_h, out_w, kernel_size):
     """[N * h * w + 1, k*k*C]: the values of the k x k windows of a stride-2,
     SAME convolution over an [N, 2h, 2w, C] image, one row per window (taps
@@ -632,14 +644,8 @@ def _overlap_add(window_values, out_h, out_w, kernel_size):
     """
     height, width = 2 * out_h, 2 * out_w
     channels = window_values.shape[-1] // kernel_size ** 2
-    window_pixels = _window_pixels(height, width, kernel_size)
-    image_taps = len(window_pixels)
-    # covering[slot, pixel]: the index of a tap (window * k * k + tap) over the
-    # pixel, or image_taps where the pixel has no more covering taps.
-    covering = [np.flatnonzero(window_pixels == pixel) for pixel in range(height * width)]
-    slots = max(len(indices) for indices in covering)
-    covering = np.array([list(indices) + [image_taps] * (slots - len(indices))
-                         for indices in covering], np.int32).T
+    covering = _covering_taps(height, width, kernel_size).T  # [slot, pixel]
+    slots, image_taps = len(covering), out_h * out_w * kernel_size ** 2
     with tf.name_scope("overlap_add"):
         taps = tf.reshape(window_values, [-1, channels])
         images = (tf.shape(window_values)[0] - 1) // (out_h * out_w)

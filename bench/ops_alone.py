@@ -218,14 +218,11 @@ def padded_overlap_add(patches, kernel_size):
     image's (a copy of all of them)."""
     height, width = 2 * patches.shape[1], 2 * patches.shape[2]
     channels = patches.shape[-1] // kernel_size ** 2
-    window_pixels = gan_model._window_pixels(height, width, kernel_size)
-    covering = [np.flatnonzero(window_pixels == pixel) for pixel in range(height * width)]
-    slots = max(len(indices) for indices in covering)
-    zero_tap = len(window_pixels)
-    covering = np.array([list(indices) + [zero_tap] * (slots - len(indices))
-                         for indices in covering], np.int32)
-    taps = tf.pad(tf.reshape(patches, [-1, zero_tap, channels]), [[0, 0], [0, 1], [0, 0]])
-    image = tf.add_n([tf.gather(taps, covering[:, slot], axis=1) for slot in range(slots)])
+    covering = gan_model._covering_taps(height, width, kernel_size)
+    image_taps = patches.shape[1] * patches.shape[2] * kernel_size ** 2
+    taps = tf.pad(tf.reshape(patches, [-1, image_taps, channels]), [[0, 0], [0, 1], [0, 0]])
+    image = tf.add_n([tf.gather(taps, covering[:, slot], axis=1)
+                      for slot in range(covering.shape[1])])
     return tf.reshape(image, [-1, height, width, channels])
 
 
