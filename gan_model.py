@@ -618,7 +618,7 @@ def _covering_taps(height, width, kernel_size):
     """[H * W, slots]: for each pixel of a height x width image, the taps
     (window * k * k + tap, in the order of _patches) of the stride-2, SAME
     convolution's windows that cover it; where a pixel has fewer than the
-    most, its spare slots hold out_h * out_w * k * k, one past the last tap."""
+    most, its spare slots hold the image's number of taps, one past the last."""
     window_pixels = _window_pixels(height, width, kernel_size)
     covering = [np.flatnonzero(window_pixels == pixel) for pixel in range(height * width)]
     slots = max(len(indices) for indices in covering)
