@@ -1046,7 +1046,15 @@ class ganModel:
         with tf1.name_scope("g_ema_update"):  # one name for all of its ops, for profiles
             for variable in variables:
                 shadow = self._ema_shadow(variable)
-                updates.append(shadow.assign_sub((1.0 - decay) * (shadow - variable)))
+                # One op scales the difference and subtracts it in place.
+                # With several replicas, `shadow.handle` is this replica's
+                # own copy: every copy of the generator is the same after
+                # its update, so each replica moves its own shadow and the
+                # copies stay equal, where assign_sub on a mirrored variable
+                # would average the update over the replicas, an all-reduce
+                # the size of the generator on every step.
+                updates.append(tf.raw_ops.ResourceApplyGradientDescent(
+                    var=shadow.handle, alpha=1.0 - decay, delta=shadow - variable))
         return tf.group(*updates, name="g_ema_update")
 
 

@@ -2,6 +2,7 @@
 
     python bench/scaling.py                        # half width, replicas 1,2,4 and 2 workers
     python bench/scaling.py --width 64 --iters 20  # the default model
+    python bench/scaling.py --replicas "" --g_ema_decay 0.999  # 2 workers, G's EMA on
 
 Times the real training graph (training_graph.build) with
 --batch_size images per replica:
@@ -121,7 +122,7 @@ def run_workers(args, measurement):
             flags = [sys.executable, __file__, "--as_worker", measurement,
                      "--width", str(args.width), "--batch_size", str(args.batch_size),
                      "--iters", str(args.iters), "--warmup", str(args.warmup),
-                     "--json_out", str(out)]
+                     "--g_ema_decay", str(args.g_ema_decay), "--json_out", str(out)]
             children.append(subprocess.Popen(flags, env=env))
         for child in children:
             if child.wait(timeout=1800) != 0:
@@ -179,6 +180,8 @@ def main():
     parser.add_argument("--replicas", default="1,2,4", help="logical CPU device counts")
     parser.add_argument("--workers", type=int, choices=(0, 2), default=2,
                         help="also time 2 local workers (0: skip)")
+    parser.add_argument("--g_ema_decay", type=float, default=0.0,
+                        help="train_gan.py's --g_ema_decay (the recipe's: 0.999); 0: no EMA")
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json_out", default="", help="also write the figures as JSON")
@@ -186,7 +189,8 @@ def main():
     args = parser.parse_args()
     tf.get_logger().setLevel("ERROR")
 
-    hparams = HParams(gf_dim=args.width, df_dim=args.width, batch_size=args.batch_size)
+    hparams = HParams(gf_dim=args.width, df_dim=args.width, batch_size=args.batch_size,
+                      g_ema_decay=args.g_ema_decay)
     counts = [int(n) for n in args.replicas.split(",") if n]
     largest = max(counts + [args.workers]) * args.batch_size
     images = np.random.default_rng(0).integers(0, 256, (largest, 64, 64, 3), dtype=np.uint8)
@@ -194,8 +198,8 @@ def main():
         return as_worker(hparams, images, args)
 
     print(hardware.describe())
-    print(f"model: gf_dim = df_dim = {args.width}, {args.batch_size} images per replica; "
-          f"median of {args.iters} iterations after {args.warmup}")
+    print(f"model: gf_dim = df_dim = {args.width}, {args.batch_size} images per replica, "
+          f"--g_ema_decay {args.g_ema_decay}; median of {args.iters} iterations after {args.warmup}")
     rows = []
     for count in counts:
         layout = replicas.plan(count, environ={}, gpus=0)

@@ -140,6 +140,24 @@ def test_replicas_run_on_two_devices_and_stay_identical():
         assert sess.run(parts.global_step) == 3 + 1
 
 
+def test_each_replica_moves_its_own_ema_shadows_without_an_all_reduce():
+    """The copies of G are equal after each update, so are the moves of their
+    shadows: averaging them over the replicas (assign_sub on a mirrored
+    variable) would all-reduce a tensor the size of G on every step. The
+    test above checks that the copies stay equal."""
+    parts = training_graph.build(tiny_hparams(g_ema_decay=0.5),
+                                 np.zeros((8, 64, 64, 3), np.uint8), layout=TWO_CPUS)
+    ema_ops = [op for op in parts.graph.get_operations()
+               if "g_ema_update" in op.name and op.type != "NoOp"]
+    crossings = [(op.name, tensor.name) for op in ema_ops for tensor in op.inputs
+                 if op.device and tensor.op.device and tensor.op.device != op.device]
+    assert not crossings
+    moves = [op for op in ema_ops if op.type == "ResourceApplyGradientDescent"]
+    assert {op.device[-5:] for op in moves} == {"CPU:0", "CPU:1"}
+    assert len(moves) == 2 * len(parts.graph.get_collection(
+        tf1.GraphKeys.GLOBAL_VARIABLES, "generator_ema"))
+
+
 def test_two_replicas_take_the_step_of_one_device_on_their_joint_batch(tmp_path):
     """Both replicas get the same half batch, so that each one's batch norm
     sees the statistics of the joint batch. Adam's first moments (slots m)
@@ -281,8 +299,10 @@ def start_cluster(tmp_path, demo_dir, max_steps, *extra, other_folders=None, tin
 
 
 def test_two_workers_train_one_run_and_only_the_chief_writes(tmp_path, demo_dir):
+    # With G's EMA on: each worker moves its own shadows (no all-reduce),
+    # and the digest covers them.
     chief, other = start_cluster(tmp_path, demo_dir, 4, "--log_every", "1",
-                                 other_folders=tmp_path / "worker1")
+                                 "--g_ema_decay", "0.5", other_folders=tmp_path / "worker1")
     assert (chief.finish(), other.finish()) == (0, 0), chief.output + other.output
     assert gan_run.step_of(gan_run.latest_checkpoint(tmp_path / "ckpt")) == 4
     assert chief.digest() == other.digest()
