@@ -199,7 +199,8 @@ def main():
 
     print(hardware.describe())
     print(f"model: gf_dim = df_dim = {args.width}, {args.batch_size} images per replica, "
-          f"--g_ema_decay {args.g_ema_decay}; median of {args.iters} iterations after {args.warmup}")
+          f"--g_ema_decay {args.g_ema_decay}; median of {args.iters} iterations after "
+          f"{args.warmup}")
     rows = []
     for count in counts:
         layout = replicas.plan(count, environ={}, gpus=0)
