@@ -1037,8 +1037,8 @@ class ganModel:
         batch-norm moving statistics alike. The decay ramps up as
         (1 + step) / (10 + step) until it reaches --g_ema_decay, so that a
         short run is not dominated by the initial weights. With a decay of 0
-        the shadows are plain copies, and turning the average on or off is a
-        training setting that can change on resume.
+        the shadows are copies of the variables, and turning the average on
+        or off is a training setting that can change on resume.
         """
         step = tf.cast(global_step, tf.float32)
         decay = tf.minimum(self.hp.g_ema_decay, (1.0 + step) / (10.0 + step))
@@ -1046,15 +1046,21 @@ class ganModel:
         with tf1.name_scope("g_ema_update"):  # one name for all of its ops, for profiles
             for variable in variables:
                 shadow = self._ema_shadow(variable)
-                # One op scales the difference and subtracts it in place.
-                # With several replicas, `shadow.handle` is this replica's
-                # own copy: every copy of the generator is the same after
-                # its update, so each replica moves its own shadow and the
-                # copies stay equal, where assign_sub on a mirrored variable
-                # would average the update over the replicas, an all-reduce
-                # the size of the generator on every step.
-                updates.append(tf.raw_ops.ResourceApplyGradientDescent(
-                    var=shadow.handle, alpha=1.0 - decay, delta=shadow - variable))
+                # One op writes each shadow in place. With several replicas,
+                # `shadow.handle` is this replica's own copy: every copy of
+                # the generator is the same after its update, so each
+                # replica moves its own shadow and the copies stay equal,
+                # where assign_sub on a mirrored variable would average the
+                # update over the replicas, an all-reduce the size of the
+                # generator on every step.
+                if self.hp.g_ema_decay == 0:
+                    # A copy: one pass where the update below takes two,
+                    # and exact, where shadow - (shadow - variable) rounds.
+                    updates.append(tf.raw_ops.AssignVariableOp(resource=shadow.handle,
+                                                               value=variable))
+                else:
+                    updates.append(tf.raw_ops.ResourceApplyGradientDescent(
+                        var=shadow.handle, alpha=1.0 - decay, delta=shadow - variable))
         return tf.group(*updates, name="g_ema_update")
 
 

@@ -140,19 +140,21 @@ def test_replicas_run_on_two_devices_and_stay_identical():
         assert sess.run(parts.global_step) == 3 + 1
 
 
-def test_each_replica_moves_its_own_ema_shadows_without_an_all_reduce():
+@pytest.mark.parametrize("decay, write", [(0.5, "ResourceApplyGradientDescent"),
+                                          (0.0, "AssignVariableOp")])
+def test_each_replica_moves_its_own_ema_shadows_without_an_all_reduce(decay, write):
     """The copies of G are equal after each update, so are the moves of their
     shadows: averaging them over the replicas (assign_sub on a mirrored
     variable) would all-reduce a tensor the size of G on every step. The
     test above checks that the copies stay equal."""
-    parts = training_graph.build(tiny_hparams(g_ema_decay=0.5),
+    parts = training_graph.build(tiny_hparams(g_ema_decay=decay),
                                  np.zeros((8, 64, 64, 3), np.uint8), layout=TWO_CPUS)
     ema_ops = [op for op in parts.graph.get_operations()
                if "g_ema_update" in op.name and op.type != "NoOp"]
     crossings = [(op.name, tensor.name) for op in ema_ops for tensor in op.inputs
                  if op.device and tensor.op.device and tensor.op.device != op.device]
     assert not crossings
-    moves = [op for op in ema_ops if op.type == "ResourceApplyGradientDescent"]
+    moves = [op for op in ema_ops if op.type == write]
     assert {op.device[-5:] for op in moves} == {"CPU:0", "CPU:1"}
     assert len(moves) == 2 * len(parts.graph.get_collection(
         tf1.GraphKeys.GLOBAL_VARIABLES, "generator_ema"))
