@@ -169,6 +169,18 @@ def _networks(hparams, layout, strategy, images, cluster):
                 d_train_op=d_train_op, g_train_op=g_train_op, network_variables=networks)
 
 
+def all_finite(variables):
+    """A bool tensor: no value of any of `variables` is NaN or infinite.
+
+    Through their sum, which any NaN or infinity makes NaN or infinite: one
+    read of each value, where is_finite writes a bool for each and
+    reduce_all reads those again. Finite values overflow the sum only past
+    3.4e38 in all, weights that diverged long before.
+    """
+    with tf.name_scope("finiteness_check"):  # one name for its ops, for profiles
+        return tf.math.is_finite(tf.add_n([tf.reduce_sum(v) for v in variables]))
+
+
 def _samples_and_checks(hparams, networks, g_train_op):
     """The fixed-z sample grid and its summary, the evaluation's generator,
     and the check that every weight is finite after the G step."""
@@ -193,7 +205,6 @@ def _samples_and_checks(hparams, networks, g_train_op):
     # step has run: fetch this only together with g_train_op. (Adam's
     # slots and G's averages only turn NaN through the weights.)
     with tf.control_dependencies([g_train_op]):
-        weights_finite = tf.reduce_all(tf.stack(
-            [tf.reduce_all(tf.math.is_finite(v)) for v in networks]))
+        weights_finite = all_finite(networks)
     return dict(samples=samples, samples_summary=samples_summary, eval_net=eval_net,
                 weights_finite=weights_finite)

@@ -82,7 +82,7 @@ def op_group(name, op_type):
         return "Adam", None
     if "generator_ema" in name or name.startswith("g_ema_update"):
         return "G's EMA", None
-    if op_type in ("IsFinite", "All") or name.startswith(("IsFinite", "All", "stack")):
+    if name.startswith("finiteness_check"):
         return "finiteness check", None
     if re.search(r"Relu|Tanh|Sigmoid", op_type):
         return "activations", None

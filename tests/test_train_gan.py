@@ -411,6 +411,26 @@ def test_two_g_steps_update_g_twice_and_grids_draw_with_the_average(tmp_path, de
     assert np.abs(trained - grid).max() > 1
 
 
+@pytest.mark.parametrize("poison, expected", [
+    ({}, True), ({(0, 5): np.nan}, False), ({(1, 0): np.inf}, False),
+    ({(0, 0): -np.inf}, False),
+    ({(0, 1): np.inf, (1, 2): -np.inf}, False),  # the sums' infinities cancel to NaN
+    ({(0, 2): 1e30, (1, 3): -1e30}, True),       # large, finite
+])
+def test_the_weights_check_fails_on_any_nan_or_infinity(poison, expected):
+    import training_graph
+    values = [np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32),
+              np.random.default_rng(1).normal(size=(7,)).astype(np.float32)]
+    for (which, index), value in poison.items():
+        values[which].reshape(-1)[index] = value
+    with tf.Graph().as_default():
+        variables = [tf1.get_variable(f"v{i}", initializer=v) for i, v in enumerate(values)]
+        check = training_graph.all_finite(variables)
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            assert sess.run(check) == expected
+
+
 def poison_z_once(monkeypatch, at_step):
     """Make the z batch of `at_step` NaN the first time it is asked for."""
     real_train_z, poisoned = train_gan.generate_face.train_z, []
