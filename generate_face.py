@@ -556,7 +556,13 @@ class BatchStream:
         if self.flip:
             coins = run_rng(self.seed, STREAM_FLIP, self.batch_number).random(self.batch_size)
             mirror = coins[self.part] < 0.5
-            batch[mirror] = batch[mirror, :, ::-1]
+            # One channel at a time: numpy copies a reversed view of whole
+            # pixels in runs of 3 values, each channel's in runs of a row
+            # (64 faces of 64x64: 0.16 against 0.65 ms; the stream shares
+            # the CPU with the training step).
+            chosen = batch[mirror]
+            for channel in range(batch.shape[-1]):
+                batch[mirror, :, :, channel] = chosen[:, :, ::-1, channel]
         self.batch_number += 1
         return batch
 
