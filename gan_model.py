@@ -1054,8 +1054,10 @@ class ganModel:
                 # update over the replicas, an all-reduce the size of the
                 # generator on every step.
                 if self.hp.g_ema_decay == 0:
-                    # A copy: one pass where the update below takes two,
-                    # and exact, where shadow - (shadow - variable) rounds.
+                    # A copy, and exact, where shadow - (shadow - variable)
+                    # rounds: the shadow shares the variable's buffer until
+                    # the variable's next update copies it, one pass where
+                    # the update below takes two.
                     updates.append(tf.raw_ops.AssignVariableOp(resource=shadow.handle,
                                                                value=variable))
                 else:
