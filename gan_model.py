@@ -778,6 +778,7 @@ class GanOutputs:
     d_real_logits: tf.Tensor  # [N, 1] D's logits on the real batch
     d_fake_logits: tf.Tensor  # [M, 1] D's logits on the generated batch
     fake_images: tf.Tensor    # [N, H, W, 3] in [-1, 1], G in training mode
+    generated: tf.Tensor      # the same in the compute dtype, as D judges them
     d_real_prob: tf.Tensor    # [N, 1] D(x) per image
     d_fake_prob: tf.Tensor    # [M, 1] D(G(z)) per image
 
@@ -826,13 +827,14 @@ class ganModel:
         """Custom getter: the generator built on its moving-average weights."""
         return self._ema_shadow(getter(name, *args, **kwargs))
 
-    def generator(self, z, is_training, use_ema=False):
+    def generator(self, z, is_training, use_ema=False, dtype=tf.float32):
         """G: z [N, z_dim] -> images [N, output_h, output_w, 3] in (-1, 1).
 
         Every call shares the same variables (scope "generator/"); only the
         training call records batch-norm updates. `use_ema` (inference only)
         runs the same network on the moving averages of its weights and
-        batch-norm statistics (`generator_ema/`, see `ema_update`).
+        batch-norm statistics (`generator_ema/`, see `ema_update`). The
+        images come in `dtype`; the compute dtype gives them as computed.
         """
         assert not (use_ema and is_training), "the EMA weights are never trained"
         hp = self.hp
@@ -856,7 +858,7 @@ class ganModel:
                             f"bn{i}")
             x = deconv2d(x, 3, hp.init_stddev, "deconv4",
                          kernel_size=hp.kernel_size)                 # [N, 64, 64, 3]
-            return tf.cast(tf.tanh(x), tf.float32)
+            return tf.cast(tf.tanh(x), dtype)
 
     def discriminator(self, images, is_training, update_moving_stats=False):
         """D: images [N, output_h, output_w, 3] in [-1, 1] -> (probability, logits).
@@ -899,10 +901,13 @@ class ganModel:
         Returns:
           GanOutputs.
         """
-        fake_images = self.generator(z, is_training=True)
+        # D judges the images as G computed them: in bf16, a trip through
+        # float32 and back would change no value and cost a cast each way,
+        # forward and backward.
+        generated = self.generator(z, is_training=True, dtype=self.compute_dtype)
         d_real_prob, d_real_logits = self.discriminator(real_images, True,
                                                         update_moving_stats=True)
-        d_fake_prob, d_fake_logits = self.discriminator(fake_images, True)
+        d_fake_prob, d_fake_logits = self.discriminator(generated, True)
         d_loss_real = cross_entropy(d_real_logits, self.hp.real_label)
         d_loss_fake = cross_entropy(d_fake_logits, 0.0)
         d_loss = d_loss_real + d_loss_fake
@@ -910,7 +915,8 @@ class ganModel:
         d_real = tf.reduce_mean(d_real_prob)
         d_fake = tf.reduce_mean(d_fake_prob)
         return GanOutputs(d_loss, d_loss_real, d_loss_fake, g_loss, d_real, d_fake,
-                          d_real_logits, d_fake_logits, fake_images, d_real_prob, d_fake_prob)
+                          d_real_logits, d_fake_logits, tf.cast(generated, tf.float32),
+                          generated, d_real_prob, d_fake_prob)
 
     def summaries(self, outputs, z):
         """TensorBoard summaries of a step: (fetched with the D step, with the G step).
@@ -1020,7 +1026,7 @@ class ganModel:
             # Every op of this second D pass, its weight reads included, waits
             # for D's update: the PyTorch DCGAN's G step sees the updated D.
             with tf.control_dependencies([d_train_op]):
-                _, logits = self.discriminator(outputs.fake_images, is_training=True)
+                _, logits = self.discriminator(outputs.generated, is_training=True)
             outputs.g_loss = cross_entropy(logits, 1.0)
         with tf.control_dependencies(self.bn_updates["generator"]):
             g_adam_op = tf1.train.AdamOptimizer(hp.g_lr, beta1=hp.beta1,

@@ -511,6 +511,19 @@ def test_bf16_computes_in_bfloat16_and_keeps_float32_state(kernel_size):
         parts["sess"].close()
 
 
+@pytest.mark.parametrize("schedule", ["classic", "reuse_fake"])
+def test_bf16_fakes_reach_d_without_a_round_trip_through_float32(schedule):
+    """D judges G's images as G computed them, in bf16: a cast to float32 and
+    back changes no value and costs a cast each way, forward and backward."""
+    with built(dataclasses.replace(TINY, precision="bf16", schedule=schedule)) as parts:
+        round_trips = [op.name for op in parts["graph"].get_operations()
+                       if op.type == "Cast" and op.get_attr("DstT") == tf.bfloat16
+                       and op.inputs[0].op.type == "Cast"
+                       and op.inputs[0].op.get_attr("SrcT") == tf.bfloat16]
+        assert round_trips == []
+        assert parts["gan"].generated.dtype == tf.bfloat16
+
+
 def test_precision_flag_is_validated():
     with pytest.raises(ValueError, match="--precision must be one of auto, fp32, bf16"):
         HParams(precision="fp8").validate()
