@@ -102,7 +102,8 @@ class TracedSession:
     """A Session that traces every run: pass it where a Session is expected.
 
     `groups(iterations)` then gives {(group, pass): [op seconds, op calls]}
-    per iteration, and `wall` the seconds its runs took in all.
+    per iteration, `largest_outside_layers` the single ops that cost most
+    outside the layers' passes, and `wall` the seconds its runs took in all.
     """
 
     def __init__(self, sess):
@@ -117,18 +118,37 @@ class TracedSession:
         self.step_stats.append(metadata.step_stats)
         return fetched
 
-    def groups(self, iterations):
-        totals = collections.defaultdict(lambda: [0.0, 0])
+    def traced_ops(self):
+        """(name, type, seconds) of every op of every traced run."""
         for step_stats in self.step_stats:
             for device in step_stats.dev_stats:
                 for node in device.node_stats:
                     op_type = node.timeline_label.split(" = ")[-1].split("(")[0].strip()
-                    group = op_group(node.node_name, op_type)
-                    entry = totals[group]
-                    entry[0] += (node.op_end_rel_micros - node.op_start_rel_micros) / 1e6
-                    entry[1] += not (group[1] and serves_a_layer(node.node_name, op_type))
+                    seconds = (node.op_end_rel_micros - node.op_start_rel_micros) / 1e6
+                    yield node.node_name, op_type, seconds
+
+    def groups(self, iterations):
+        totals = collections.defaultdict(lambda: [0.0, 0])
+        for name, op_type, seconds in self.traced_ops():
+            group = op_group(name, op_type)
+            entry = totals[group]
+            entry[0] += seconds
+            entry[1] += not (group[1] and serves_a_layer(name, op_type))
         return {key: [seconds / iterations, calls / iterations]
                 for key, (seconds, calls) in totals.items()}
+
+    def largest_outside_layers(self, iterations, count):
+        """The `count` ops outside the layers' passes (batch norm, casts,
+        activations, Adam...) with the most seconds per iteration, as
+        (seconds, group, type, name): where a profile's "rest" comes from,
+        op by op (a cast the graph need not make shows up here by name)."""
+        totals = collections.defaultdict(float)
+        for name, op_type, seconds in self.traced_ops():
+            group, pass_name = op_group(name, op_type)
+            if not pass_name:
+                totals[group, op_type, name] += seconds / iterations
+        return sorted(((seconds, *key) for key, seconds in totals.items()),
+                      reverse=True)[:count]
 
 
 def print_table(wall, groups, layer_flops, batch_size, matmul_rate_gflops):
@@ -157,6 +177,13 @@ def print_table(wall, groups, layer_flops, batch_size, matmul_rate_gflops):
                    if key[0] not in layers), reverse=True)
     for seconds, group, calls in rest:
         print(f"{group:22s} {'':16s} {calls:5.0f} {seconds * 1e3:7.1f} {seconds / total:6.1%}")
+
+
+def print_largest(ops):
+    """TracedSession.largest_outside_layers, a line each."""
+    print(f"\nthe largest ops outside the layers, ms per iteration:")
+    for seconds, group, op_type, name in ops:
+        print(f"  {seconds * 1e3:6.2f}  {group:18s} {op_type:30s} {name}")
 
 
 def goal_bound(groups, layer_flops, batch_size, matmul_rate_gflops):

@@ -30,7 +30,8 @@ the same model with the malloc setting this repo's scripts make
 at a time, and prints each layer's forward, input gradient and weight
 gradient with its share of the step and of the matrix-multiply rate, then
 the rest (batch norm, activations, losses, Adam, the EMA, the finiteness
-check), and oneDNN's own time per primitive kind, reorders included
+check), the largest single ops of that rest by name, and oneDNN's own time
+per primitive kind, reorders included
 (bench/step_profile.py). With a PyTorch row to weigh it against (--torch,
 or --recipe), it then sets that op time against the step the goal allows
 (GOALS: 1.25x the same network in PyTorch, 1.5x the example), and against
@@ -73,6 +74,8 @@ tf1 = tf.compat.v1
 # a PyTorch row's speed: the default model against the same network in
 # PyTorch, and the recipe against the PyTorch example (README, "Speed").
 GOALS = {"pytorch fp32": 1.25, "pytorch example": 1.5}
+# How many single ops --profile lists from outside the layers' passes.
+LARGEST_OPS = 12
 
 
 def layer_flops(hparams):
@@ -360,6 +363,7 @@ def profile(args, hparams, matmul_rate_gflops, reference=None):
     groups = traced.groups(args.profile)
     step_profile.print_table(traced.wall / args.profile, groups,
                              layer_flops(hparams), hparams.batch_size, matmul_rate_gflops)
+    step_profile.print_largest(traced.largest_outside_layers(args.profile, LARGEST_OPS))
     if reference:
         name, reference_seconds, step_seconds = reference
         step_profile.print_goal(GOALS[name], name, reference_seconds, step_seconds,

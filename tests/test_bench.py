@@ -1,5 +1,6 @@
 """The speed benchmark's own arithmetic: the FLOP count and the step profile."""
 
+import collections
 import dataclasses
 import re
 import sys
@@ -180,6 +181,18 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, precisi
              and step_profile.op_group(node.node_name, kind)[0] == "other"]
     assert "GatherV2" in node_types
     assert not stray
+    # The largest single ops of the rest: none of a layer's pass, in order,
+    # the first the costliest of them all.
+    largest = traced.largest_outside_layers(1, 5)
+    assert len(largest) == 5
+    assert [row[0] for row in largest] == sorted((row[0] for row in largest), reverse=True)
+    for _, group, kind, name in largest:
+        assert step_profile.op_group(name, kind) == (group, None), name
+    per_op = collections.Counter()  # an op runs in each of the step's runs
+    for name, kind, seconds in traced.traced_ops():
+        if not step_profile.op_group(name, kind)[1]:
+            per_op[name] += seconds
+    assert largest[0][0] == pytest.approx(max(per_op.values()))
 
 
 def test_the_race_trains_the_pytorch_example_in_a_process_of_its_own(tmp_path):
