@@ -181,7 +181,7 @@ def print_table(wall, groups, layer_flops, batch_size, matmul_rate_gflops):
 
 def print_largest(ops):
     """TracedSession.largest_outside_layers, a line each."""
-    print(f"\nthe largest ops outside the layers, ms per iteration:")
+    print("\nthe largest ops outside the layers, ms per iteration:")
     for seconds, group, op_type, name in ops:
         print(f"  {seconds * 1e3:6.2f}  {group:18s} {op_type:30s} {name}")
 
