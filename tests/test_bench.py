@@ -115,10 +115,8 @@ def test_profile_counts_the_dilated_weight_gradients_copies_in_their_pass(monkey
     runner.step()
     traced = step_profile.TracedSession(runner.sess)
     runner.step(traced)
-    ops = [(node.node_name, node.timeline_label.split(" = ")[-1].split("(")[0].strip())
-           for stats in traced.step_stats for device in stats.dev_stats
-           for node in device.node_stats
-           if re.search(r"/(conv3|deconv1)/.*weight_gradient", node.node_name)]
+    ops = [(name, kind) for name, kind, _ in traced.traced_ops()
+           if re.search(r"/(conv3|deconv1)/.*weight_gradient", name)]
     ops = [(name, kind) for name, kind in ops  # the copies and the convolution
            if "Conv2D" in kind or step_profile.LAYOUT_OPS.fullmatch(kind)]
     kinds = " ".join(kind for _, kind in ops)
@@ -169,16 +167,12 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, precisi
     # No convolution or matrix multiply is left out of the layers' rows, nor
     # the gathers of the patch matrix multiplies' patches and any op of
     # their overlap-add (the losses' means have gathers of their own).
-    node_types = [node.timeline_label.split(" = ")[-1].split("(")[0]
-                  for stats in traced.step_stats for device in stats.dev_stats
-                  for node in device.node_stats]
+    node_types = [kind for _, kind, _ in traced.traced_ops()]
     assert any("Conv2D" in kind for kind in node_types)
-    stray = [(node.node_name, kind) for stats in traced.step_stats
-             for device in stats.dev_stats for node in device.node_stats
-             for kind in [node.timeline_label.split(" = ")[-1].split("(")[0].strip()]
-             if ("Conv2D" in kind or "MatMul" in kind or "/overlap_add/" in node.node_name
-                 or (kind == "GatherV2" and step_profile.LAYER.search(node.node_name)))
-             and step_profile.op_group(node.node_name, kind)[0] == "other"]
+    stray = [(name, kind) for name, kind, _ in traced.traced_ops()
+             if ("Conv2D" in kind or "MatMul" in kind or "/overlap_add/" in name
+                 or (kind == "GatherV2" and step_profile.LAYER.search(name)))
+             and step_profile.op_group(name, kind)[0] == "other"]
     assert "GatherV2" in node_types
     assert not stray
     # The largest single ops of the rest: none of a layer's pass, in order,
