@@ -1,11 +1,11 @@
-"""The training step with gan_model.py's layer choices as they are, against
+"""The training step with layers.py's layer choices as they are, against
 the same step with some of them changed, timed in one process.
 
     python bench/layer_ab.py --variant "oneDNN forward: PATCH_FORWARD_MIN_WEIGHTS=1000000000"
     python bench/layer_ab.py --recipe --iters 10 --variant "8x8 patches: PATCH_MATMUL_MAX_PIXELS=64"
     python bench/layer_ab.py --recipe --iters 10 --variant "classic: --schedule classic"
 
-Each variant sets gan_model.py's module constants (the thresholds that pick
+Each variant sets layers.py's module constants (the thresholds that pick
 how a layer is written: PATCH_MATMUL_MAX_PIXELS, PATCH_MATMUL_MIN_FP32_WEIGHTS,
 PATCH_FORWARD_MIN_WEIGHTS, SUBPIXEL_MAX_CHANNELS, and the DILATED_*
 constants) while its graph is built,
@@ -26,8 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import train_speed  # noqa: E402  (puts the project on the path, sets oneDNN's default)
-import gan_model  # noqa: E402
 import hardware  # noqa: E402
+import layers  # noqa: E402
 
 AS_IS = "as it is"
 CONSTANTS = ("PATCH_MATMUL_MAX_PIXELS", "PATCH_MATMUL_MIN_FP32_WEIGHTS",
@@ -101,14 +101,14 @@ def parse_args(argv):
 
 def build(hparams, constants):
     """A train_speed.TensorFlowRun whose graph is built with `constants` set."""
-    saved = {name: getattr(gan_model, name) for name in constants}
+    saved = {name: getattr(layers, name) for name in constants}
     try:
         for name, value in constants.items():
-            setattr(gan_model, name, value)
+            setattr(layers, name, value)
         return train_speed.TensorFlowRun(hparams)
     finally:
         for name, value in saved.items():
-            setattr(gan_model, name, value)
+            setattr(layers, name, value)
 
 
 def main(argv=None):

@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_speed  # noqa: E402  (puts the project on the path, sets oneDNN's default)
 import gan_model  # noqa: E402
 import hardware  # noqa: E402
+import layers  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -78,7 +79,7 @@ BATCH_NORM_SHAPES = [(4, 4, 256), (8, 8, 128), (16, 16, 64), (32, 32, 32),
                      (16, 16, 64), (8, 8, 128), (4, 4, 256)]
 # (name, input side, input channels, output channels) of the recipe's D
 # convolutions with kernel 4, and two at full width: the last one is a 4x4
-# layer that trains as the patches' matrix multiply (gan_model.py).
+# layer that trains as the patches' matrix multiply (layers.py).
 WEIGHT_GRADIENTS = [("D conv1, half width", 32, 32, 64), ("D conv2, half width", 16, 64, 128),
                     ("D conv3, half width", 8, 128, 256), ("D conv1, full width, k4", 32, 64, 128),
                     ("D conv2, full width, k4", 16, 128, 256),
@@ -118,7 +119,7 @@ def convolution_with_gradients(data_format, batch, side, c_in, c_out, kernel):
 
 def batch_norms_with_gradients(way, batch):
     """way: "whole images" or "rows" (the fused kernel over the batch as it
-    is, or regrouped into rows of gan_model.BATCH_NORM_ROW_PIXELS pixels),
+    is, or regrouped into rows of layers.BATCH_NORM_ROW_PIXELS pixels),
     or "moments"."""
     outputs = []
     for shape in BATCH_NORM_SHAPES:
@@ -128,7 +129,7 @@ def batch_norms_with_gradients(way, batch):
             mean, variance = tf.nn.moments(x, [0, 1, 2])
             y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, 1e-5)
         else:
-            rows = (tf.reshape(x, [-1, gan_model.BATCH_NORM_ROW_PIXELS, 1, shape[-1]])
+            rows = (tf.reshape(x, [-1, layers.BATCH_NORM_ROW_PIXELS, 1, shape[-1]])
                     if way == "rows" else x)
             y, _, _ = tf1.nn.fused_batch_norm(rows, gamma, beta, epsilon=1e-5, is_training=True)
             y = tf.reshape(y, x.shape)
@@ -167,7 +168,7 @@ def weights_from_block_rows(rows, shape):
 def block_patches(x):
     """The patches of a kernel-4, stride-2, SAME convolution as slices of the
     padded input's space_to_depth, concatenated (as the 4x4 layers took them
-    before gan_model._patches gathered pixels): [N * H/2 * W/2, 16C], taps in
+    before layers._patches gathered pixels): [N * H/2 * W/2, 16C], taps in
     the order of block_rows."""
     blocks = padded_blocks(x)
     out_h, out_w = x.shape[1] // 2, x.shape[2] // 2
@@ -188,7 +189,7 @@ def block_overlap_add(patches):
 
 
 def plane_overlap_add(patches, kernel_size):
-    """gan_model._overlap_add as it was for odd kernels: [N, h, w, k*k*C],
+    """layers._overlap_add as it was for odd kernels: [N, h, w, k*k*C],
     taps in the weights' order -> [N, 2h, 2w, C]. Tap t of window o covers
     pixel 2o + t - pad along each axis, so each phase (even or odd pixels)
     sums whole shifted planes of taps, and depth_to_space interleaves the
@@ -212,13 +213,13 @@ def plane_overlap_add(patches, kernel_size):
 
 
 def padded_overlap_add(patches, kernel_size):
-    """gan_model._overlap_add as it was before its zero row came from the
+    """layers._overlap_add as it was before its zero row came from the
     matrix multiply: [N, h, w, k*k*C] -> [N, 2h, 2w, C], the same slot
     gathers and add_n, from the values with a zero tap appended to each
     image's (a copy of all of them)."""
     height, width = 2 * patches.shape[1], 2 * patches.shape[2]
     channels = patches.shape[-1] // kernel_size ** 2
-    covering = gan_model._covering_taps(height, width, kernel_size)
+    covering = layers._covering_taps(height, width, kernel_size)
     image_taps = patches.shape[1] * patches.shape[2] * kernel_size ** 2
     taps = tf.pad(tf.reshape(patches, [-1, image_taps, channels]), [[0, 0], [0, 1], [0, 0]])
     image = tf.add_n([tf.gather(taps, covering[:, slot], axis=1)
@@ -275,12 +276,12 @@ def weight_gradient(way, batch, side, c_in, c_out, dtype=tf.float32):
     if way == "shifted matmul":
         return scalar(shifted_matmul_weight_gradient(x, dy))
     if way == "patch matmul":
-        rows = tf.matmul(gan_model._patches(x, 4), tf.reshape(dy, [-1, c_out]), transpose_a=True)
-        return scalar(gan_model._weights_from_patch_rows(rows, [4, 4, c_in, c_out]))
+        rows = tf.matmul(layers._patches(x, 4), tf.reshape(dy, [-1, c_out]), transpose_a=True)
+        return scalar(layers._weights_from_patch_rows(rows, [4, 4, c_in, c_out]))
     if way == "channels-first patches":
         return scalar(channels_first_patch_weight_gradient(x, dy))
     if way == "dilated convolution":
-        return scalar(gan_model._dilated_weight_gradient(x, dy, 4))
+        return scalar(layers._dilated_weight_gradient(x, dy, 4))
     return scalar(tf1.nn.conv2d_backprop_filter(x, [4, 4, c_in, c_out], dy, [1, 2, 2, 1],
                                                 "SAME"))
 
@@ -334,7 +335,7 @@ def patches(way, batch, side, channels, kernel_size, dtype):
     channels], one way."""
     x = tf.cast(tf1.Variable(random([batch, side, side, channels])), dtype)
     if way == "gather":
-        return scalar(gan_model._patches(x, kernel_size))
+        return scalar(layers._patches(x, kernel_size))
     if way == "space_to_depth blocks":
         return scalar(block_patches(x))
     return scalar(tf.image.extract_patches(x, [1, kernel_size, kernel_size, 1], [1, 2, 2, 1],
@@ -347,7 +348,7 @@ def overlap_add(way, batch, side, channels, kernel_size, dtype):
     windows, taps = batch * (side // 2) ** 2, kernel_size ** 2 * channels
     if way == "gathers":  # as trained: a zero row after the windows' rows
         values = tf1.Variable(tf.concat([random([windows, taps]), tf.zeros([1, taps])], 0))
-        return scalar(gan_model._overlap_add(tf.cast(values, dtype), side // 2, side // 2,
+        return scalar(layers._overlap_add(tf.cast(values, dtype), side // 2, side // 2,
                                              kernel_size))
     values = tf.cast(tf1.Variable(random([batch, side // 2, side // 2, taps])), dtype)
     if way == "gathers, zero taps padded":
@@ -360,7 +361,7 @@ def overlap_add(way, batch, side, channels, kernel_size, dtype):
 def depth_to_space(way, shape):
     y = tf1.Variable(random(shape))
     if way == "reshape and transpose":
-        return scalar(gan_model._few_channel_depth_to_space(y))
+        return scalar(layers._few_channel_depth_to_space(y))
     return scalar(tf.nn.depth_to_space(y, 2))
 
 
@@ -375,7 +376,7 @@ def pairs(args):
     if "batch_norm" in args.only:
         yield "the recipe's 7 batch norms, forward and both gradients", {
             "fused, whole images": lambda: batch_norms_with_gradients("whole images", batch),
-            f"fused, rows of {gan_model.BATCH_NORM_ROW_PIXELS} pixels":
+            f"fused, rows of {layers.BATCH_NORM_ROW_PIXELS} pixels":
                 lambda: batch_norms_with_gradients("rows", batch),
             "moments": lambda: batch_norms_with_gradients("moments", batch)}
     if "weight_gradient" in args.only:

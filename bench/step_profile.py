@@ -43,7 +43,7 @@ LAYER = re.compile(r"(generator|discriminator)(?:_\d+)?/(deconv\d|conv\d|linear|
 FUSED_FIRST_LAYER = re.compile(r"^discriminator(?:_\d+)?/LeakyRelu$")
 # Ops that serve a layer's matrix multiply or convolution (the patch matrix
 # multiplies' gathers of patches and overlap-add, the sub-pixel
-# convolutions' kernel gather, padding and depth-to-space, gan_model.py):
+# convolutions' kernel gather, padding and depth-to-space, layers.py):
 # part of the layer's pass, not calls of their own.
 # With oneDNN on, TensorFlow runs some of them as its own kernels, whose
 # types carry a "_Mkl" or "_MklNative" prefix (the depth-to-space's Transpose).
@@ -62,7 +62,7 @@ def op_group(name, op_type):
     if FUSED_FIRST_LAYER.match(name) and "Conv2D" in op_type:
         layer = "D conv0"
     gradient = name.startswith("gradients")
-    if "bias_gradient" in name:  # gan_model names its bias sums, some a MatMul
+    if "bias_gradient" in name:  # layers.py names its bias sums, some a MatMul
         return (f"{layer} bias" if layer else "bias"), None
     if re.search(r"Conv2D|MatMul", op_type) or (layer and serves_a_layer(name, op_type)):
         if layer is None:
@@ -71,7 +71,7 @@ def op_group(name, op_type):
             return layer, "forward"
         # conv2d_transpose is an input gradient on the way forward, so its
         # own gradients are a Conv2D (to its input) and a filter gradient.
-        # The patch matrix multiplies name theirs (gan_model.py).
+        # The patch matrix multiplies name theirs (layers.py).
         if ("BackpropFilter" in op_type or "weight_gradient" in name
                 or name.endswith("MatMul_1")):
             return layer, "weight gradient"

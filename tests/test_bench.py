@@ -126,7 +126,7 @@ def test_profile_counts_the_dilated_weight_gradients_copies_in_their_pass(monkey
 
 
 def test_profile_counts_bias_sums_as_the_layers_bias():
-    """gan_model's bias gradients (name scope bias_gradient) are reductions,
+    """layers.py's bias gradients (name scope bias_gradient) are reductions,
     or in bf16 a matrix multiply by ones: never a pass of the layer."""
     scope = "gradients/discriminator/conv0/IdentityN_1_grad/bias_gradient/"
     for kind in ("_MklMatMul", "MatMul", "Sum"):
@@ -142,8 +142,8 @@ def test_profile_counts_bias_sums_as_the_layers_bias():
                           ("reuse_fake", 5, "bf16")])
 def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, precision,
                                                   monkeypatch):
-    import gan_model
-    monkeypatch.setattr(gan_model, "PATCH_MATMUL_MIN_FP32_WEIGHTS", 0)  # a tiny model's too
+    import layers
+    monkeypatch.setattr(layers, "PATCH_MATMUL_MIN_FP32_WEIGHTS", 0)  # a tiny model's too
     hparams = dataclasses.replace(TINY, schedule=schedule, g_ema_decay=0.999,
                                   kernel_size=kernel_size, precision=precision)
     runner = train_speed.TensorFlowRun(hparams, inter_op_threads=1)
@@ -151,18 +151,18 @@ def test_profile_puts_every_layer_pass_in_its_row(schedule, kernel_size, precisi
     traced = step_profile.TracedSession(runner.sess)
     runner.step(traced)
     groups = traced.groups(1)
-    layers = train_speed.layer_flops(hparams)
-    for layer in layers:
+    layer_names = train_speed.layer_flops(hparams)
+    for layer in layer_names:
         assert groups[(layer, "forward")][1] >= 1, layer
         assert groups[(layer, "weight gradient")][1] >= 1, layer
-    for layer in set(layers) - {"G linear", "D conv0"}:  # no input gradient below them
+    for layer in set(layer_names) - {"G linear", "D conv0"}:  # no input gradient below them
         assert groups[(layer, "input gradient")][1] >= 1, layer
     # D's first layer needs its input gradient only for G's update.
     assert groups[("D conv0", "input gradient")][1] == 1
     # Each pass of a convolution is one op call per use: D runs three times.
     assert groups[("D conv2", "forward")][1] == 3
     for name in ("batch norm", "Adam", "G's EMA", "finiteness check",
-                 "G deconv4 bias"):  # the last, a sum that gan_model names
+                 "G deconv4 bias"):  # the last, a sum that layers.py names
         assert groups[(name, None)][1] > 0, name
     # No convolution or matrix multiply is left out of the layers' rows, nor
     # the gathers of the patch matrix multiplies' patches and any op of
@@ -240,14 +240,14 @@ def test_rounds_alternate_their_order():
 
 
 def test_layer_ab_builds_each_variant_with_its_constants_and_puts_them_back():
-    import gan_model
     import layer_ab
-    kept = gan_model.PATCH_FORWARD_MIN_WEIGHTS, gan_model.PATCH_MATMUL_MIN_FP32_WEIGHTS
+    import layers
+    kept = layers.PATCH_FORWARD_MIN_WEIGHTS, layers.PATCH_MATMUL_MIN_FP32_WEIGHTS
     # At this width only thresholds of 0 put G's first layer forward on the matmul.
     runs = {name: layer_ab.build(TINY, constants) for name, constants in
             (("as is", {}), ("matmul forward", {"PATCH_MATMUL_MIN_FP32_WEIGHTS": 0,
                                                 "PATCH_FORWARD_MIN_WEIGHTS": 0}))}
-    assert (gan_model.PATCH_FORWARD_MIN_WEIGHTS, gan_model.PATCH_MATMUL_MIN_FP32_WEIGHTS) == kept
+    assert (layers.PATCH_FORWARD_MIN_WEIGHTS, layers.PATCH_MATMUL_MIN_FP32_WEIGHTS) == kept
     for name, run in runs.items():
         forward = {op.type for op in run.parts.graph.get_operations()
                    if op.name.startswith("generator/deconv1/")}
@@ -356,22 +356,22 @@ def test_ops_alone_times_the_patches_in_bf16(capsys):
 
 
 @pytest.mark.parametrize("kernel_size", [4, 5])
-def test_the_earlier_patches_and_overlap_adds_are_gan_models(kernel_size):
+def test_the_earlier_patches_and_overlap_adds_are_the_layers(kernel_size):
     """bench/ops_alone.py --only patches times the ways the patch matrix
-    multiplies took before against gan_model's gathers: they must compute
+    multiplies took before against layers.py's gathers: they must compute
     the same patches (in their own tap order) and the same overlap-add,
     the gathers from values with a zero tap padded on too."""
     import numpy as np
     import tensorflow as tf
-    import gan_model
+    import layers
     import ops_alone
     rng = np.random.default_rng(0)
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
         x = tf.constant(rng.standard_normal([2, 8, 6, 3], dtype=np.float32))
         w = tf.constant(rng.standard_normal([kernel_size, kernel_size, 3, 5], dtype=np.float32))
         taps = tf.constant(rng.standard_normal([2, 4, 3, kernel_size ** 2 * 3], dtype=np.float32))
-        ours = gan_model._overlap_add(
-            gan_model._with_zero_row(tf.reshape(taps, [-1, kernel_size ** 2 * 3])), 4, 3,
+        ours = layers._overlap_add(
+            layers._with_zero_row(tf.reshape(taps, [-1, kernel_size ** 2 * 3])), 4, 3,
             kernel_size)
         pairs = [(ours, ops_alone.plane_overlap_add(taps, kernel_size)),
                  (ours, ops_alone.padded_overlap_add(taps, kernel_size))]
@@ -379,7 +379,7 @@ def test_the_earlier_patches_and_overlap_adds_are_gan_models(kernel_size):
             # The same taps in the blocks' order: block_rows of their indices.
             block_order = tf.reshape(ops_alone.block_rows(tf.reshape(tf.range(48), [4, 4, 3, 1])),
                                      [-1])
-            pairs += [(tf.matmul(gan_model._patches(x, 4), gan_model._patch_rows(w)),
+            pairs += [(tf.matmul(layers._patches(x, 4), layers._patch_rows(w)),
                        tf.matmul(ops_alone.block_patches(x), ops_alone.block_rows(w))),
                       (ours, ops_alone.block_overlap_add(tf.gather(taps, block_order, axis=-1)))]
         for ours, theirs in sess.run(pairs):
