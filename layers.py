@@ -22,71 +22,6 @@ import tensorflow as tf
 tf1 = tf.compat.v1
 
 
-def _weights(name, shape, stddev, truncated, dtype):
-    """A float32 weight variable, read as `dtype` (the layer's compute type)."""
-    init = (tf1.truncated_normal_initializer(stddev=stddev) if truncated
-            else tf1.random_normal_initializer(stddev=stddev))
-    return tf.cast(tf1.get_variable(name, shape, tf.float32, init), dtype)
-
-
-def _bias(units, dtype):
-    """The layer's bias variable "b", read as `dtype`."""
-    return tf.cast(tf1.get_variable("b", [units], tf.float32, tf1.zeros_initializer()), dtype)
-
-
-def _add_bias(y, units, fusable=True):
-    """y + b. BiasAdd where grappler can fuse it into the convolution before it;
-    elsewhere a broadcast add, whose gradient (a plain sum) is faster than
-    BiasAddGrad on a 3-channel image: 1.2 ms against 2.8 for G's last layer
-    and its gradient at batch 64, measured. In bf16 the BiasAdd takes its
-    gradient from _bias_gradient (_bias_add_summed_in_float32)."""
-    b = _bias(units, y.dtype)
-    if not fusable:
-        return y + b
-    return tf.nn.bias_add(y, b) if y.dtype == tf.float32 else _bias_add_summed_in_float32(y, b)
-
-
-def _bias_add_summed_in_float32(y, b):
-    """tf.nn.bias_add(y, b) whose bias gradient is _bias_gradient's sums. On
-    the CPU BiasAddGrad adds bf16 values up in bf16, and a long sum stalls:
-    D's first bias gradient at batch 64 came out about 1,900 where the
-    float32 sum was 66,100 (tests/test_layers.py). The reductions add
-    up in float32, within one bf16 rounding, and took 0.5-0.6 against 0.8
-    ms there."""
-    @tf.custom_gradient
-    def add(y, b):
-        def gradient(dy):
-            return dy, _bias_gradient(dy)
-        return tf.nn.bias_add(y, b), gradient
-    return add(y, b)
-
-
-# bf16 bias gradients over at least this many channels (D's first layer)
-# sum their rows of pixels as a matrix multiply by ones, which oneDNN adds
-# up in float32 as the reductions do: at batch 64 on an Intel Xeon with
-# AMX, 0.82 against 2.08 ms at 64 channels, 0.57 against 1.08 at 32; at 3
-# channels (G's last layer) 0.41 against 0.33.
-BF16_BIAS_MATMUL_MIN_CHANNELS = 16
-
-
-def _bias_gradient(dy):
-    """dy summed over every axis but its last (channels), in two reductions:
-    over whole rows of pixels first, then over a row's pixels. One reduction
-    to a few channels vectorizes poorly: G's last bias gradient at batch 64
-    took 0.35 against 0.83 ms in float32 and 0.51 against 1.04 in bf16.
-    TensorFlow's reductions add bf16 values up in float32. The first sum
-    is a matrix multiply where BF16_BIAS_MATMUL_MIN_CHANNELS says."""
-    channels = dy.shape[-1]
-    row = channels * (dy.shape[-2] if dy.shape.rank > 2 else 1)
-    with tf.name_scope("bias_gradient"):  # one name, for a step profile
-        rows = tf.reshape(dy, [-1, row])
-        if dy.dtype == tf.bfloat16 and channels >= BF16_BIAS_MATMUL_MIN_CHANNELS:
-            sums = tf.matmul(tf.ones([1, tf.shape(rows)[0]], dy.dtype), rows)[0]
-        else:
-            sums = tf.reduce_sum(rows, 0)
-        return tf.reduce_sum(tf.reshape(sums, [-1, channels]), 0)
-
-
 # `bias=False` is for layers followed by batch norm, whose offset makes a
 # bias redundant.
 
@@ -136,7 +71,8 @@ SUBPIXEL_MAX_CHANNELS = 4
 # AVX2 on a Zen 4: D conv3 alone 6.6 against 7.9 ms at half width (0.84x
 # at full width, k5), the recipe's step 1.015x and 1.023x. At 8x8 and more
 # pixels it lost (1.17-1.22x alone), and with AVX-512 everywhere (1.18x
-# alone, the step 0.981x).
+# alone, the step 0.981x). Held to AVX2 on an Intel Xeon, oneDNN's kernel
+# was level (the step 1.018x with it).
 DILATED_WEIGHT_GRADIENT_MAX_PIXELS = 16
 # In bf16 on oneDNN's CPU kernels (hardware.onednn_cpu_kernels), the layers
 # whose small side has at most this many pixels and that are not patch
@@ -209,6 +145,140 @@ def deconv2d(x, filters, stddev, name, bias=True, kernel_size=5):
         return _add_bias(y, filters, fusable=False) if bias else y
 
 
+def batch_norm(x, name, is_training, epsilon, momentum, updates=None, activation=None):
+    """Batch normalisation of an NHWC tensor from raw ops, then `activation`.
+
+    Training normalises with the batch's statistics and, when `updates` is a
+    list, appends the ops that move the moving averages towards them; the
+    caller runs those with its own network's train op. Inference normalises
+    with the moving averages. The activation (e.g. tf.nn.relu) is applied
+    here so that it follows the batch-norm op directly, where grappler
+    fuses a ReLU into it.
+
+    Variables: gamma, beta (trainable); moving_mean, moving_variance (not).
+    """
+    channels = x.shape[-1]
+    with tf1.variable_scope(name):
+        gamma = tf1.get_variable("gamma", [channels], tf.float32, tf1.ones_initializer())
+        beta = tf1.get_variable("beta", [channels], tf.float32, tf1.zeros_initializer())
+        # With several replicas each moves the averages towards its own
+        # batch; MEAN makes every copy take the replicas' mean instead of
+        # drifting apart.
+        moving_mean = tf1.get_variable("moving_mean", [channels], tf.float32,
+                                       tf1.zeros_initializer(), trainable=False,
+                                       aggregation=tf.VariableAggregation.MEAN)
+        moving_variance = tf1.get_variable("moving_variance", [channels], tf.float32,
+                                           tf1.ones_initializer(), trainable=False,
+                                           aggregation=tf.VariableAggregation.MEAN)
+        if not is_training:
+            y, _, _ = tf1.nn.fused_batch_norm(x, gamma, beta, moving_mean, moving_variance,
+                                              epsilon=epsilon, is_training=False)
+            return activation(y) if activation else y
+        # Over rows of a few pixels where that pays (BATCH_NORM_ROW_PIXELS);
+        # the statistics are of every pixel of the batch either way.
+        row_pixels = _batch_norm_row_pixels(x)
+        rows = tf.reshape(x, [-1, row_pixels, 1, channels]) if row_pixels else x
+        # The fused kernel returns the batch mean and the unbiased batch
+        # variance, which is what the moving average should track.
+        y, mean, variance = tf1.nn.fused_batch_norm(rows, gamma, beta, epsilon=epsilon,
+                                                    is_training=True)
+        y = activation(y) if activation else y
+        if updates is not None:
+            updates.append(moving_mean.assign(momentum * moving_mean + (1 - momentum) * mean))
+            updates.append(moving_variance.assign(
+                momentum * moving_variance + (1 - momentum) * variance))
+        return tf.reshape(y, [-1, *x.shape[1:]]) if row_pixels else y
+
+
+def leaky_relu(x, slope):
+    """max(x, slope * x), with its gradient computed from the output.
+
+    For slope >= 0 the output is positive exactly where the input is, so the
+    gradient needs only the output. TensorFlow's own gradient reads the
+    input instead, and then grappler's remapper, fusing conv + bias + leaky
+    ReLU, breaks that reference, fails, and drops every fusion of the
+    training graph. Measured with bench/train_speed.py: 3% faster in fp32
+    and 4% in bf16.
+    """
+    @tf.custom_gradient
+    def activation(features):
+        y = tf.nn.leaky_relu(features, slope)
+
+        def gradient(dy):
+            return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=slope)
+        return y, gradient
+    return activation(x)
+
+
+# The layers' variables and biases.
+
+def _weights(name, shape, stddev, truncated, dtype):
+    """A float32 weight variable, read as `dtype` (the layer's compute type)."""
+    init = (tf1.truncated_normal_initializer(stddev=stddev) if truncated
+            else tf1.random_normal_initializer(stddev=stddev))
+    return tf.cast(tf1.get_variable(name, shape, tf.float32, init), dtype)
+
+
+def _bias(units, dtype):
+    """The layer's bias variable "b", read as `dtype`."""
+    return tf.cast(tf1.get_variable("b", [units], tf.float32, tf1.zeros_initializer()), dtype)
+
+
+def _add_bias(y, units, fusable=True):
+    """y + b. BiasAdd where grappler can fuse it into the convolution before it;
+    elsewhere a broadcast add, whose gradient (a plain sum) is faster than
+    BiasAddGrad on a 3-channel image: 1.2 ms against 2.8 for G's last layer
+    and its gradient at batch 64, measured. In bf16 the BiasAdd takes its
+    gradient from _bias_gradient (_bias_add_summed_in_float32)."""
+    b = _bias(units, y.dtype)
+    if not fusable:
+        return y + b
+    return tf.nn.bias_add(y, b) if y.dtype == tf.float32 else _bias_add_summed_in_float32(y, b)
+
+
+def _bias_add_summed_in_float32(y, b):
+    """tf.nn.bias_add(y, b) whose bias gradient is _bias_gradient's sums. On
+    the CPU BiasAddGrad adds bf16 values up in bf16, and a long sum stalls:
+    D's first bias gradient at batch 64 came out about 1,900 where the
+    float32 sum was 66,100 (tests/test_layers.py). The reductions add
+    up in float32, within one bf16 rounding, and took 0.5-0.6 against 0.8
+    ms there."""
+    @tf.custom_gradient
+    def add(y, b):
+        def gradient(dy):
+            return dy, _bias_gradient(dy)
+        return tf.nn.bias_add(y, b), gradient
+    return add(y, b)
+
+
+# bf16 bias gradients over at least this many channels (D's first layer)
+# sum their rows of pixels as a matrix multiply by ones, which oneDNN adds
+# up in float32 as the reductions do: at batch 64 on an Intel Xeon with
+# AMX, 0.82 against 2.08 ms at 64 channels, 0.57 against 1.08 at 32; at 3
+# channels (G's last layer) 0.41 against 0.33.
+BF16_BIAS_MATMUL_MIN_CHANNELS = 16
+
+
+def _bias_gradient(dy):
+    """dy summed over every axis but its last (channels), in two reductions:
+    over whole rows of pixels first, then over a row's pixels. One reduction
+    to a few channels vectorizes poorly: G's last bias gradient at batch 64
+    took 0.35 against 0.83 ms in float32 and 0.51 against 1.04 in bf16.
+    TensorFlow's reductions add bf16 values up in float32. The first sum
+    is a matrix multiply where BF16_BIAS_MATMUL_MIN_CHANNELS says."""
+    channels = dy.shape[-1]
+    row = channels * (dy.shape[-2] if dy.shape.rank > 2 else 1)
+    with tf.name_scope("bias_gradient"):  # one name, for a step profile
+        rows = tf.reshape(dy, [-1, row])
+        if dy.dtype == tf.bfloat16 and channels >= BF16_BIAS_MATMUL_MIN_CHANNELS:
+            sums = tf.matmul(tf.ones([1, tf.shape(rows)[0]], dy.dtype), rows)[0]
+        else:
+            sums = tf.reduce_sum(rows, 0)
+        return tf.reduce_sum(tf.reshape(sums, [-1, channels]), 0)
+
+
+# Which form a convolution takes, and the forms.
+
 def _runs_as_patch_matmul(small_side_pixels, w):
     """True for the convolutions that PATCH_MATMUL_MAX_PIXELS and
     PATCH_MATMUL_MIN_FP32_WEIGHTS give to the patch matrix multiplies."""
@@ -226,6 +296,16 @@ def _dilated_weight_gradient_pays(small_side_pixels, dtype):
                 and hardware.onednn_cpu_kernels())
     return (small_side_pixels <= DILATED_WEIGHT_GRADIENT_MAX_PIXELS
             and hardware.onednn_without_avx512())
+
+
+def _batch_norm_row_pixels(x):
+    """BATCH_NORM_ROW_PIXELS where it applies to x on this machine, else 0."""
+    pixels = x.shape[1] * x.shape[2]
+    if (BATCH_NORM_ROW_PIXELS and x.dtype == tf.float32
+            and pixels > BATCH_NORM_ROW_PIXELS and pixels % BATCH_NORM_ROW_PIXELS == 0
+            and hardware.onednn_without_avx512()):
+        return BATCH_NORM_ROW_PIXELS
+    return 0
 
 
 def _window_pixels(height, width, kernel_size):
@@ -516,78 +596,3 @@ def _patch_matmul_conv2d_transpose(x, w, matmul_forward):
             return tf.reshape(dx, tf.shape(x)), _weights_from_patch_rows(dw, w.shape)
         return y, gradient
     return transpose(x, w)
-
-
-def batch_norm(x, name, is_training, epsilon, momentum, updates=None, activation=None):
-    """Batch normalisation of an NHWC tensor from raw ops, then `activation`.
-
-    Training normalises with the batch's statistics and, when `updates` is a
-    list, appends the ops that move the moving averages towards them; the
-    caller runs those with its own network's train op. Inference normalises
-    with the moving averages. The activation (e.g. tf.nn.relu) is applied
-    here so that it follows the batch-norm op directly, where grappler
-    fuses a ReLU into it.
-
-    Variables: gamma, beta (trainable); moving_mean, moving_variance (not).
-    """
-    channels = x.shape[-1]
-    with tf1.variable_scope(name):
-        gamma = tf1.get_variable("gamma", [channels], tf.float32, tf1.ones_initializer())
-        beta = tf1.get_variable("beta", [channels], tf.float32, tf1.zeros_initializer())
-        # With several replicas each moves the averages towards its own
-        # batch; MEAN makes every copy take the replicas' mean instead of
-        # drifting apart.
-        moving_mean = tf1.get_variable("moving_mean", [channels], tf.float32,
-                                       tf1.zeros_initializer(), trainable=False,
-                                       aggregation=tf.VariableAggregation.MEAN)
-        moving_variance = tf1.get_variable("moving_variance", [channels], tf.float32,
-                                           tf1.ones_initializer(), trainable=False,
-                                           aggregation=tf.VariableAggregation.MEAN)
-        if not is_training:
-            y, _, _ = tf1.nn.fused_batch_norm(x, gamma, beta, moving_mean, moving_variance,
-                                              epsilon=epsilon, is_training=False)
-            return activation(y) if activation else y
-        # Over rows of a few pixels where that pays (BATCH_NORM_ROW_PIXELS);
-        # the statistics are of every pixel of the batch either way.
-        row_pixels = _batch_norm_row_pixels(x)
-        rows = tf.reshape(x, [-1, row_pixels, 1, channels]) if row_pixels else x
-        # The fused kernel returns the batch mean and the unbiased batch
-        # variance, which is what the moving average should track.
-        y, mean, variance = tf1.nn.fused_batch_norm(rows, gamma, beta, epsilon=epsilon,
-                                                    is_training=True)
-        y = activation(y) if activation else y
-        if updates is not None:
-            updates.append(moving_mean.assign(momentum * moving_mean + (1 - momentum) * mean))
-            updates.append(moving_variance.assign(
-                momentum * moving_variance + (1 - momentum) * variance))
-        return tf.reshape(y, [-1, *x.shape[1:]]) if row_pixels else y
-
-
-def _batch_norm_row_pixels(x):
-    """BATCH_NORM_ROW_PIXELS where it applies to x on this machine, else 0."""
-    pixels = x.shape[1] * x.shape[2]
-    if (BATCH_NORM_ROW_PIXELS and x.dtype == tf.float32
-            and pixels > BATCH_NORM_ROW_PIXELS and pixels % BATCH_NORM_ROW_PIXELS == 0
-            and hardware.onednn_without_avx512()):
-        return BATCH_NORM_ROW_PIXELS
-    return 0
-
-
-def leaky_relu(x, slope):
-    """max(x, slope * x), with its gradient computed from the output.
-
-    For slope >= 0 the output is positive exactly where the input is, so the
-    gradient needs only the output. TensorFlow's own gradient reads the
-    input instead, and then grappler's remapper, fusing conv + bias + leaky
-    ReLU, breaks that reference, fails, and drops every fusion of the
-    training graph. Measured with bench/train_speed.py: 3% faster in fp32
-    and 4% in bf16.
-    """
-    @tf.custom_gradient
-    def activation(features):
-        y = tf.nn.leaky_relu(features, slope)
-
-        def gradient(dy):
-            return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=slope)
-        return y, gradient
-    return activation(x)
