@@ -4,7 +4,8 @@ and transposed convolution, batch norm and leaky ReLU.
 Each layer creates its variables with get_variable under the caller's
 variable scope, so calling a network a second time (AUTO_REUSE) shares
 them, and computes in the dtype of its input (float32, or bfloat16 for
-mixed precision) while its variables stay float32.
+mixed precision) while its variables stay float32. A layer followed by
+batch norm takes `bias=False`: batch norm's offset does a bias's job.
 
 Each computes the sums that TensorFlow's own op would, in the form that ran
 fastest on the CPUs measured: a few layers are matrix multiplies over image
@@ -21,9 +22,6 @@ import tensorflow as tf
 
 tf1 = tf.compat.v1
 
-
-# `bias=False` is for layers followed by batch norm, whose offset makes a
-# bias redundant.
 
 STRIDES = [1, 2, 2, 1]
 # Convolutions whose small side (the output of a convolution, the input of a
